@@ -1,0 +1,199 @@
+// kvserve bench decode: prefill and decode speed at several contexts, with the paged KV cache
+// and with --no-kv-cache recomputation, on synth presets or a given model.
+#include <filesystem>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cli/common.h"
+#include "core/cpu_features.h"
+#include "kv/kv_storage.h"
+#include "model/synth.h"
+
+namespace kvserve::cli {
+
+namespace {
+
+struct BenchDecodeFlags {
+  ModelFlags model;
+  std::string presets = "smollm-135m";
+  std::string dtype = "q8_0";
+  std::string contexts = "128,512,2048";
+  int n_gen = 32;
+  int n_nocache_steps = 3;
+  bool skip_nocache = false;
+  std::string kv_type = "f16";
+  int block_size = 16;
+  int n_threads = 0;
+  bool json = false;
+};
+
+Result<std::vector<int>> parse_ints(const std::string& s, const char* what) {
+  std::vector<int> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      const int x = std::stoi(item);
+      if (x <= 0) throw std::out_of_range("");
+      v.push_back(x);
+    } catch (...) {
+      return invalid_argument(std::string(what) + ": '" + item + "' is not a positive integer");
+    }
+  }
+  if (v.empty()) return invalid_argument(std::string(what) + " is empty");
+  return v;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) if (!item.empty()) v.push_back(item);
+  return v;
+}
+
+// A synth preset cached under the cache directory, written once.
+Result<std::string> preset_path(const std::string& preset, DType dtype) {
+  KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
+  const std::string path = dir + "/synth-" + preset + "-" + dtype_name(dtype) + "-s0.gguf";
+  if (std::filesystem::exists(path)) return path;
+  std::fprintf(stderr, "kvserve bench: writing synth model %s\n", path.c_str());
+  SynthOptions so;
+  so.preset = preset;
+  so.dtype = dtype;
+  so.out_path = path + ".tmp";
+  KV_RETURN_IF_ERROR(write_synth_model(so));
+  std::error_code ec;
+  std::filesystem::rename(so.out_path, path, ec);
+  if (ec) return io_error("cannot rename " + so.out_path + ": " + ec.message());
+  return path;
+}
+
+struct Row {
+  std::string model;
+  int ctx;
+  bool cache;
+  double prefill_tps, decode_tps, ms_per_token;
+};
+
+Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f, DType kv_type) {
+  const int n_gen = cache ? f.n_gen : f.n_nocache_steps + 1;
+  EngineOptions eo;
+  eo.block_size = f.block_size;
+  eo.kv_type = kv_type;
+  eo.n_threads = f.n_threads;
+  eo.n_ctx = ctx + n_gen + 1;
+  KV_ASSIGN_OR_RETURN(auto gen, Generator::create(m, eo));
+  GenerateRequest req;
+  Rng rng(1234 + ctx);
+  for (int i = 0; i < ctx; ++i) req.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
+  req.n_predict = n_gen;
+  req.ignore_eos = true;
+  req.use_kv_cache = cache;
+  KV_ASSIGN_OR_RETURN(GenerateResult r, gen->generate(req));
+  Row row;
+  row.ctx = ctx;
+  row.cache = cache;
+  row.prefill_tps = ctx * 1000.0 / r.prefill_ms;
+  row.ms_per_token = r.n_decode_steps ? r.decode_ms / r.n_decode_steps : 0;
+  row.decode_tps = row.ms_per_token > 0 ? 1000.0 / row.ms_per_token : 0;
+  return row;
+}
+
+int run_decode(const BenchDecodeFlags& f) {
+  auto contexts = parse_ints(f.contexts, "--contexts");
+  if (!contexts) return report(contexts.status());
+  auto kv_type = dtype_from_name(f.kv_type);
+  if (!kv_type || !kv_type_supported(*kv_type)) return report(invalid_argument("bad --kv-type"));
+  std::vector<std::string> paths;
+  if (!f.model.model_path.empty()) {
+    paths.push_back(f.model.model_path);
+  } else {
+    auto dt = dtype_from_name(f.dtype);
+    if (!dt) return report(invalid_argument("bad --dtype '" + f.dtype + "'"));
+    for (const auto& p : split(f.presets)) {
+      auto path = preset_path(p, *dt);
+      if (!path) return report(path.status());
+      paths.push_back(*path);
+    }
+  }
+  const int threads = f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  std::vector<Row> rows;
+  std::printf("%-36s %7s %9s %14s %13s %12s\n", "model", "context", "kv cache", "prefill tok/s",
+              "decode tok/s", "ms/token");
+  for (const auto& path : paths) {
+    LoadOptions lo;
+    lo.tokenizer_path = f.model.tokenizer_path;
+    auto m = load_model(path, lo);
+    if (!m) return report(m.status());
+    const std::string name = std::filesystem::path(path).filename().string();
+    for (bool cache : {true, false}) {
+      if (!cache && f.skip_nocache) continue;
+      for (int ctx : *contexts) {
+        auto r = measure(**m, ctx, cache, f, *kv_type);
+        if (!r) return report(r.status());
+        r->model = name;
+        rows.push_back(*r);
+        std::printf("%-36s %7d %9s %14.1f %13.2f %12.2f\n", name.c_str(), ctx, cache ? "paged" : "none",
+                    r->prefill_tps, r->decode_tps, r->ms_per_token);
+        std::fflush(stdout);
+      }
+    }
+  }
+  // Growth of the per-token decode time from the smallest to the largest context.
+  for (bool cache : {true, false}) {
+    const Row *lo = nullptr, *hi = nullptr;
+    for (const Row& r : rows) {
+      if (r.cache != cache) continue;
+      if (!lo || r.ctx < lo->ctx) lo = &r;
+      if (!hi || r.ctx > hi->ctx) hi = &r;
+    }
+    if (lo && hi && lo != hi && lo->ms_per_token > 0) {
+      std::printf("decode ms/token at %d vs %d context, %s: %.2fx\n", hi->ctx, lo->ctx,
+                  cache ? "paged KV cache" : "no KV cache", hi->ms_per_token / lo->ms_per_token);
+    }
+  }
+  if (f.json) {
+    nlohmann::json j;
+    j["bench"] = "decode";
+    j["threads"] = threads;
+    j["cpu"] = cpu_level_name(cpu_level());
+    j["kv_type"] = f.kv_type;
+    j["block_size"] = f.block_size;
+    for (const Row& r : rows) {
+      j["results"].push_back({{"model", r.model},
+                              {"context", r.ctx},
+                              {"kv_cache", r.cache},
+                              {"prefill_tokens_per_s", r.prefill_tps},
+                              {"decode_tokens_per_s", r.decode_tps},
+                              {"decode_ms_per_token", r.ms_per_token}});
+    }
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, int* rc) {
+  CLI::App* bench = app.add_subcommand("bench", "benchmarks");
+  bench->require_subcommand(1);
+  auto f = std::make_shared<BenchDecodeFlags>();
+  CLI::App* dec = bench->add_subcommand("decode", "prefill and decode speed vs context, cache on/off");
+  add_model_flags(*dec, f->model);
+  dec->add_option("--preset", f->presets, "synth presets, comma-separated (when no -m)")->capture_default_str();
+  dec->add_option("--dtype", f->dtype, "synth weight type")->capture_default_str();
+  dec->add_option("--contexts", f->contexts, "context lengths")->capture_default_str();
+  dec->add_option("--gen", f->n_gen, "decode tokens per run with the cache")->capture_default_str();
+  dec->add_option("--nocache-steps", f->n_nocache_steps, "decode steps per run without the cache")->capture_default_str();
+  dec->add_flag("--skip-nocache", f->skip_nocache, "measure only the paged cache");
+  dec->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
+  dec->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
+  dec->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  dec->add_flag("--json", f->json, "also print the results as one JSON object");
+  dec->callback([f, rc] { *rc = run_decode(*f); });
+}
+
+}  // namespace kvserve::cli

@@ -1,0 +1,175 @@
+// kvserve generate: one prompt, one continuation, through the paged KV cache.
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "cli/common.h"
+
+namespace kvserve::cli {
+
+namespace {
+
+struct GenerateFlags {
+  ModelFlags model;
+  EngineFlags engine;
+  std::string prompt;
+  std::string prompt_tokens;
+  int n_predict = 128;
+  float temperature = 0.8f;
+  int top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  int64_t seed = -1;
+  bool no_kv_cache = false;
+  bool ignore_eos = false;
+  bool json = false;
+};
+
+Result<std::vector<int32_t>> parse_token_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used == 0 || item.find_first_not_of(" \t", used) != std::string::npos || v < 0 ||
+        v > INT32_MAX) {
+      return invalid_argument("--prompt-tokens: '" + item + "' is not a token id");
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return invalid_argument("--prompt-tokens is empty");
+  return ids;
+}
+
+int run(const GenerateFlags& f) {
+  if (f.prompt.empty() == f.prompt_tokens.empty()) {
+    return report(invalid_argument("give exactly one of -p TEXT or --prompt-tokens IDS"));
+  }
+  auto eo = engine_options(f.engine);
+  if (!eo) return report(eo.status());
+  auto model = load_model_from_flags(f.model);
+  if (!model) return report(model.status());
+  const Model& m = **model;
+
+  GenerateRequest req;
+  if (!f.prompt_tokens.empty()) {
+    auto ids = parse_token_list(f.prompt_tokens);
+    if (!ids) return report(ids.status());
+    req.prompt = *ids;
+  } else {
+    if (!m.tokenizer) {
+      return report(not_found("no tokenizer for " + m.path +
+                              ": pass --tokenizer FILE or use --prompt-tokens"));
+    }
+    // llama2.c checkpoints always get BOS, as run.c does; GGUF follows its metadata.
+    const bool add_bos = m.format == "llama2c" || m.tokenizer->add_bos_default();
+    req.prompt = m.tokenizer->encode(f.prompt, add_bos);
+  }
+  req.n_predict = f.n_predict;
+  req.ignore_eos = f.ignore_eos;
+  req.use_kv_cache = !f.no_kv_cache;
+  req.sampling.temperature = f.temperature;
+  req.sampling.top_k = f.top_k;
+  req.sampling.top_p = f.top_p;
+  req.sampling.min_p = f.min_p;
+  req.sampling.repeat_penalty = f.repeat_penalty;
+  req.sampling.repeat_last_n = f.repeat_last_n;
+  const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  req.sampling.seed = seed;
+
+  auto gen = Generator::create(m, *eo);
+  if (!gen) return report(gen.status());
+
+  // Text mode streams the prompt and then each token as it is sampled.
+  int32_t prev = -1;
+  if (!f.json && m.tokenizer) {
+    for (int32_t t : req.prompt) {
+      std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
+      prev = t;
+    }
+    std::fflush(stdout);
+    req.on_token = [&](int32_t t) {
+      if (!m.is_stop_token(t) || f.ignore_eos) std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
+      prev = t;
+      std::fflush(stdout);
+      return true;
+    };
+  }
+  auto res = (*gen)->generate(req);
+  if (!res) {
+    if (!f.json) std::fputc('\n', stdout);
+    return report(res.status());
+  }
+  const KvLayout& kv = (*gen)->kv().layout();
+  const double decode_tps = res->decode_ms > 0 ? res->n_decode_steps * 1000.0 / res->decode_ms : 0;
+  if (f.json) {
+    nlohmann::json j;
+    j["model"] = m.path;
+    j["prompt_tokens"] = req.prompt;
+    j["tokens"] = res->tokens;
+    std::vector<int32_t> shown;
+    for (int32_t t : res->tokens)
+      if (!m.is_stop_token(t) || f.ignore_eos) shown.push_back(t);
+    j["text"] = m.tokenizer ? m.tokenizer->decode(shown, req.prompt.back()) : "";
+    j["finish_reason"] = res->finish_reason;
+    j["seed"] = seed;
+    j["kv_cache"] = req.use_kv_cache;
+    j["timings"] = {{"prefill_ms", res->prefill_ms},
+                    {"decode_ms", res->decode_ms},
+                    {"decode_tokens_per_s", decode_tps},
+                    {"prefill_tokens_per_s",
+                     res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0}};
+    j["kv"] = {{"block_size", kv.block_size},
+               {"blocks_total", (*gen)->kv().pool().n_blocks_total()},
+               {"blocks_used_peak", res->blocks_used_peak},
+               {"bytes_per_token", kv.bytes_per_token()},
+               {"type", dtype_name(kv.type)}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    std::fputc('\n', stdout);
+    std::fprintf(stderr,
+                 "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
+                 "decode, KV peak %d of %d blocks of %d tokens (%s), finish: %s\n",
+                 req.prompt.size(), res->prefill_ms,
+                 res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0.0,
+                 res->tokens.size(), decode_tps, res->blocks_used_peak,
+                 (*gen)->kv().pool().n_blocks_total(), kv.block_size, dtype_name(kv.type),
+                 res->finish_reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app, int* rc) {
+  auto f = std::make_shared<GenerateFlags>();
+  CLI::App* sub = app.add_subcommand("generate", "generate text from a prompt");
+  add_model_flags(*sub, f->model);
+  add_engine_flags(*sub, f->engine);
+  sub->add_option("-p,--prompt", f->prompt, "prompt text");
+  sub->add_option("--prompt-tokens", f->prompt_tokens, "prompt as token ids, e.g. 1,2,3 (used as given)");
+  sub->add_option("-n,--n-predict", f->n_predict, "tokens to generate")->capture_default_str();
+  sub->add_option("--temp,--temperature", f->temperature, "temperature (0 = greedy)")->capture_default_str();
+  sub->add_option("--top-k", f->top_k, "top-k (0 = off)")->capture_default_str();
+  sub->add_option("--top-p", f->top_p, "top-p (1 = off)")->capture_default_str();
+  sub->add_option("--min-p", f->min_p, "min-p (0 = off)")->capture_default_str();
+  sub->add_option("--repeat-penalty", f->repeat_penalty, "repetition penalty (1 = off)")->capture_default_str();
+  sub->add_option("--repeat-last-n", f->repeat_last_n, "tokens the penalty looks back over")->capture_default_str();
+  sub->add_option("-s,--seed", f->seed, "random seed (default: random)");
+  sub->add_flag("--no-kv-cache", f->no_kv_cache, "recompute the whole sequence every step (baseline)");
+  sub->add_flag("--ignore-eos", f->ignore_eos, "keep generating past end-of-sequence");
+  sub->add_flag("--json", f->json, "print one JSON object instead of text");
+  sub->callback([f, rc] { *rc = run(*f); });
+}
+
+}  // namespace kvserve::cli

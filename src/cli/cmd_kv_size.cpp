@@ -1,0 +1,121 @@
+// kvserve kv-size: the KV-cache capacity planner.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/common.h"
+#include "kv/kv_planner.h"
+#include "kv/kv_storage.h"
+
+namespace kvserve::cli {
+
+namespace {
+
+struct KvSizeFlags {
+  std::string model_path;
+  int layers = 0, kv_heads = 0, head_dim = 0;
+  int64_t ctx = 4096, batch = 1;
+  int block_size = 16;
+  std::string kv_type = "f16";
+  std::string memory;
+  bool json = false;
+};
+
+int run(const KvSizeFlags& f) {
+  KvPlanInput in;
+  std::string source;
+  std::unique_ptr<Model> model;
+  if (!f.model_path.empty()) {
+    auto m = load_model(f.model_path);
+    if (!m) return report(m.status());
+    model = std::move(*m);
+    in.n_layer = model->config.n_layer;
+    in.n_head_kv = model->config.n_head_kv;
+    in.head_dim = model->config.head_dim;
+    in.weight_bytes = model->weight_bytes();
+    source = f.model_path;
+  } else {
+    if (f.layers <= 0 || f.kv_heads <= 0 || f.head_dim <= 0) {
+      return report(invalid_argument("give -m MODEL, or all of --layers, --kv-heads and --head-dim (> 0)"));
+    }
+    in.n_layer = f.layers;
+    in.n_head_kv = f.kv_heads;
+    in.head_dim = f.head_dim;
+    source = "--layers/--kv-heads/--head-dim";
+  }
+  if (f.ctx <= 0 || f.batch <= 0) return report(invalid_argument("--ctx and --batch must be positive"));
+  if (f.block_size < 1 || f.block_size > 256) return report(invalid_argument("--block-size must be in [1, 256]"));
+  auto t = dtype_from_name(f.kv_type);
+  if (!t) return report(invalid_argument("unknown --kv-type '" + f.kv_type + "'"));
+  if (in.head_dim % dtype_info(*t).block_elems != 0) {
+    return report(invalid_argument("--kv-type " + f.kv_type + " needs head_dim divisible by " +
+                                   std::to_string(dtype_info(*t).block_elems)));
+  }
+  in.kv_type = *t;
+  in.ctx = f.ctx;
+  in.batch = f.batch;
+  in.block_size = f.block_size;
+  if (!f.memory.empty()) {
+    auto mem = parse_byte_size(f.memory);
+    if (!mem) return report(mem.status());
+    in.memory = *mem;
+  }
+  const KvPlan p = plan_kv(in);
+  if (f.json) {
+    nlohmann::json j = {{"layers", in.n_layer},          {"kv_heads", in.n_head_kv},
+                        {"head_dim", in.head_dim},       {"kv_type", f.kv_type},
+                        {"ctx", in.ctx},                 {"batch", in.batch},
+                        {"block_size", in.block_size},   {"bytes_per_token", p.bytes_per_token},
+                        {"bytes_per_request", p.bytes_per_request},
+                        {"bytes_per_request_paged", p.bytes_per_request_paged},
+                        {"bytes_total", p.bytes_total}};
+    if (in.memory > 0) {
+      j["memory"] = in.memory;
+      j["weight_bytes"] = in.weight_bytes;
+      j["memory_for_kv"] = p.memory_for_kv;
+      j["requests_fit"] = p.requests_fit;
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("model          %s\n", source.c_str());
+  std::printf("shape          %d layers x %d kv heads x %d head dim, KV %s\n", in.n_layer,
+              in.n_head_kv, in.head_dim, f.kv_type.c_str());
+  std::printf("per token      %s (%.0f bytes)\n", format_bytes(p.bytes_per_token).c_str(), p.bytes_per_token);
+  std::printf("per request    %s for %lld tokens (%s in blocks of %d)\n",
+              format_bytes(p.bytes_per_request).c_str(), static_cast<long long>(in.ctx),
+              format_bytes(p.bytes_per_request_paged).c_str(), in.block_size);
+  std::printf("total          %s for %lld requests\n", format_bytes(p.bytes_total).c_str(),
+              static_cast<long long>(in.batch));
+  if (in.memory > 0) {
+    if (in.weight_bytes > 0) {
+      std::printf("memory         %s, less %s of weights = %s for KV\n",
+                  format_bytes(static_cast<double>(in.memory)).c_str(),
+                  format_bytes(static_cast<double>(in.weight_bytes)).c_str(),
+                  format_bytes(std::max(0.0, p.memory_for_kv)).c_str());
+    }
+    std::printf("fits           %lld requests of %lld tokens in %s\n",
+                static_cast<long long>(p.requests_fit), static_cast<long long>(in.ctx),
+                format_bytes(static_cast<double>(in.memory)).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_kv_size(CLI::App& app, int* rc) {
+  auto f = std::make_shared<KvSizeFlags>();
+  CLI::App* sub = app.add_subcommand("kv-size", "KV-cache capacity planner");
+  sub->add_option("-m,--model", f->model_path, "model file to read the shape from");
+  sub->add_option("--layers", f->layers, "layers");
+  sub->add_option("--kv-heads", f->kv_heads, "KV heads");
+  sub->add_option("--head-dim", f->head_dim, "head dimension");
+  sub->add_option("--ctx", f->ctx, "tokens per request")->capture_default_str();
+  sub->add_option("--batch", f->batch, "concurrent requests")->capture_default_str();
+  sub->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
+  sub->add_option("--kv-type", f->kv_type, "f32, f16, bf16, q8_0, q4_0")->capture_default_str();
+  sub->add_option("--memory", f->memory, "memory available, e.g. 24GiB (weights subtracted with -m)");
+  sub->add_flag("--json", f->json, "print JSON");
+  sub->callback([f, rc] { *rc = run(*f); });
+}
+
+}  // namespace kvserve::cli

@@ -1,0 +1,117 @@
+#include "cli/common.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "kv/kv_storage.h"
+#include "model/synth.h"
+
+namespace kvserve::cli {
+
+namespace {
+constexpr const char* kDemoPreset = "stories15m";
+constexpr DType kDemoDType = DType::kQ8_0;
+constexpr uint64_t kDemoSeed = 42;
+}  // namespace
+
+void add_model_flags(CLI::App& app, ModelFlags& f) {
+  app.add_option("-m,--model", f.model_path,
+                 "model file: GGUF or llama2.c checkpoint (default: the built-in demo model)");
+  app.add_option("--tokenizer", f.tokenizer_path,
+                 "llama2.c tokenizer.bin (default: tokenizer.bin or tok*.bin beside the model)");
+}
+
+void add_engine_flags(CLI::App& app, EngineFlags& f) {
+  app.add_option("--block-size", f.block_size, "tokens per KV block (1-256)")->capture_default_str();
+  app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
+  app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
+  app.add_option("--kv-type", f.kv_type, "KV element type: f32, f16 or bf16")->capture_default_str();
+  app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
+  app.add_option("-t,--threads", f.n_threads, "threads (default: one per core)");
+}
+
+Result<EngineOptions> engine_options(const EngineFlags& f) {
+  EngineOptions o;
+  o.block_size = f.block_size;
+  o.kv_blocks = f.kv_blocks;
+  o.n_ctx = f.n_ctx;
+  o.n_threads = f.n_threads;
+  if (f.n_ctx < 0) return invalid_argument("--ctx must be positive");
+  if (f.n_threads < 0) return invalid_argument("--threads must be positive");
+  if (!f.kv_budget.empty()) {
+    KV_ASSIGN_OR_RETURN(o.kv_bytes, parse_byte_size(f.kv_budget));
+  }
+  auto t = dtype_from_name(f.kv_type);
+  if (!t || !kv_type_supported(*t)) {
+    return invalid_argument("--kv-type must be f32, f16 or bf16, got '" + f.kv_type + "'");
+  }
+  o.kv_type = *t;
+  return o;
+}
+
+Result<std::string> cache_dir() {
+  std::string base;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    base = x;
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    base = std::string(h) + "/.cache";
+  } else {
+    base = "/tmp";
+  }
+  const std::string dir = base + "/kvserve";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return io_error("cannot create cache directory " + dir + ": " + ec.message());
+  return dir;
+}
+
+Result<std::string> demo_model_path() {
+  KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
+  const std::string path = dir + "/demo-" + kDemoPreset + "-" + dtype_name(kDemoDType) + "-s" +
+                           std::to_string(kDemoSeed) + ".gguf";
+  if (!std::filesystem::exists(path)) {
+    std::fprintf(stderr, "kvserve: writing the built-in demo model (%s, %s, random weights) to %s\n",
+                 kDemoPreset, dtype_name(kDemoDType), path.c_str());
+    // Write to a temporary name, then rename, so an interrupted run leaves no half file.
+    const std::string tmp = path + ".tmp." + std::to_string(getpid());
+    SynthOptions so;
+    so.preset = kDemoPreset;
+    so.dtype = kDemoDType;
+    so.out_path = tmp;
+    so.seed = kDemoSeed;
+    Status st = write_synth_model(so);
+    if (!st.is_ok()) {
+      std::remove(tmp.c_str());
+      return st;
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) return io_error("cannot move the demo model into place: " + ec.message());
+  }
+  return path;
+}
+
+Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& f) {
+  std::string path = f.model_path;
+  if (path.empty()) {
+    KV_ASSIGN_OR_RETURN(path, demo_model_path());
+    std::fprintf(stderr, "kvserve: no -m given; using the built-in demo model %s\n", path.c_str());
+  }
+  LoadOptions lo;
+  lo.tokenizer_path = f.tokenizer_path;
+  return load_model(path, lo);
+}
+
+int report(const Status& st) {
+  std::fprintf(stderr, "kvserve: error: %s\n", st.to_string().c_str());
+  switch (st.code()) {
+    case StatusCode::kInvalidArgument: return 2;
+    default: return 1;
+  }
+}
+
+}  // namespace kvserve::cli

@@ -1,0 +1,52 @@
+// Shared pieces of the kvserve subcommands: model resolution (with the embedded demo model),
+// engine options from flags, and error reporting.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "engine/generator.h"
+#include "model/model.h"
+
+namespace kvserve::cli {
+
+// Flags every command that runs the model shares.
+struct ModelFlags {
+  std::string model_path;  // empty: the demo model
+  std::string tokenizer_path;
+};
+void add_model_flags(CLI::App& app, ModelFlags& f);
+
+struct EngineFlags {
+  int block_size = 16;
+  std::string kv_budget;  // "512MiB"
+  int kv_blocks = 0;
+  std::string kv_type = "f16";
+  int n_ctx = 0;
+  int n_threads = 0;
+};
+void add_engine_flags(CLI::App& app, EngineFlags& f);
+Result<EngineOptions> engine_options(const EngineFlags& f);
+
+// The demo model's path: a synth model written deterministically on first use under
+// $XDG_CACHE_HOME/kvserve (or ~/.cache/kvserve). Prints a note to stderr when it is used.
+Result<std::string> demo_model_path();
+// Loads -m, or the demo model when none is given (and says so on stderr).
+Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& f);
+
+// Cache directory for generated files (demo model, bench presets); created if missing.
+Result<std::string> cache_dir();
+
+// Prints "kvserve: error: ..." to stderr and returns the exit code for the status.
+int report(const Status& st);
+
+// Subcommands: each registers itself and returns the exit code through *rc when run.
+void register_generate(CLI::App& app, int* rc);
+void register_kv_size(CLI::App& app, int* rc);
+void register_synth(CLI::App& app, int* rc);
+void register_inspect(CLI::App& app, int* rc);
+void register_bench(CLI::App& app, int* rc);
+
+}  // namespace kvserve::cli

@@ -1,0 +1,158 @@
+#include "engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace kvserve {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Frees a sequence's blocks on every path out of a scope.
+class SeqGuard {
+ public:
+  SeqGuard(KvCacheManager& kv, SeqId seq) : kv_(kv), seq_(seq) {}
+  ~SeqGuard() { kv_.free_sequence(seq_); }
+  SeqGuard(const SeqGuard&) = delete;
+  SeqGuard& operator=(const SeqGuard&) = delete;
+
+ private:
+  KvCacheManager& kv_;
+  SeqId seq_;
+};
+
+}  // namespace
+
+KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts) {
+  KvLayout l;
+  l.n_layer = cfg.n_layer;
+  l.n_head_kv = cfg.n_head_kv;
+  l.head_dim = cfg.head_dim;
+  l.block_size = opts.block_size;
+  l.type = opts.kv_type;
+  return l;
+}
+
+Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx) {
+  if (layout.block_size < 1 || layout.block_size > 256) {
+    return invalid_argument("--block-size must be in [1, 256], got " +
+                            std::to_string(layout.block_size));
+  }
+  if (opts.kv_blocks > 0) return opts.kv_blocks;
+  if (opts.kv_blocks < 0) return invalid_argument("--kv-blocks must be positive");
+  if (opts.kv_bytes > 0) {
+    const size_t n = opts.kv_bytes / layout.bytes_per_block();
+    if (n < 1) {
+      return invalid_argument("KV budget " + format_bytes(static_cast<double>(opts.kv_bytes)) +
+                              " is smaller than one block (" +
+                              format_bytes(static_cast<double>(layout.bytes_per_block())) + ")");
+    }
+    if (n > (1u << 30)) return invalid_argument("KV budget too large");
+    return static_cast<int>(n);
+  }
+  return blocks_for_tokens(n_ctx, layout.block_size);
+}
+
+Result<std::unique_ptr<Generator>> Generator::create(const Model& model, const EngineOptions& opts) {
+  const int n_ctx = opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train;
+  if (n_ctx < 1) return invalid_argument("context size must be positive");
+  if (opts.prefill_chunk < 1) return invalid_argument("prefill chunk must be positive");
+  const KvLayout layout = kv_layout_for(model.config, opts);
+  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, opts, n_ctx));
+  KV_ASSIGN_OR_RETURN(auto kv, KvCacheManager::create(layout, n_blocks));
+  return std::unique_ptr<Generator>(new Generator(model, opts, std::move(kv)));
+}
+
+Generator::Generator(const Model& model, const EngineOptions& opts,
+                     std::unique_ptr<KvCacheManager> kv)
+    : model_(model),
+      opts_(opts),
+      n_ctx_(opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train),
+      pool_(opts.n_threads),
+      kv_(std::move(kv)),
+      runner_(model, kv_->storage(), pool_) {}
+
+Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0,
+                          std::vector<float>& logits) {
+  const int n = static_cast<int>(tokens.size()) - pos0;
+  KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
+  for (int done = 0; done < n;) {
+    const int chunk = std::min(opts_.prefill_chunk, n - done);
+    Batch batch;
+    batch.add(&kv_->table(seq), pos0 + done, tokens.data() + pos0 + done, chunk);
+    runner_.forward(batch, logits);
+    done += chunk;
+    kv_->commit(seq, pos0 + done);
+  }
+  return Status::ok();
+}
+
+Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
+  const int n_vocab = model_.config.n_vocab;
+  if (req.prompt.empty()) return invalid_argument("the prompt is empty");
+  for (int32_t t : req.prompt) {
+    if (t < 0 || t >= n_vocab) {
+      return invalid_argument("token id " + std::to_string(t) + " is out of range [0, " +
+                              std::to_string(n_vocab) + ")");
+    }
+  }
+  if (static_cast<int>(req.prompt.size()) > n_ctx_) {
+    return invalid_argument("the prompt has " + std::to_string(req.prompt.size()) +
+                            " tokens, more than the context of " + std::to_string(n_ctx_));
+  }
+  if (req.n_predict < 0) return invalid_argument("the number of tokens to generate must be >= 0");
+  KV_RETURN_IF_ERROR(req.sampling.validate());
+
+  GenerateResult res;
+  res.finish_reason = "length";
+  Sampler sampler(req.sampling);
+  std::vector<int32_t> seq_tokens = req.prompt;
+  std::vector<float> logits;
+  kv_->reset_peak();
+
+  const SeqId seq = next_seq_++;
+  KV_RETURN_IF_ERROR(kv_->add_sequence(seq));
+  SeqGuard guard(*kv_, seq);
+
+  auto t0 = std::chrono::steady_clock::now();
+  KV_RETURN_IF_ERROR(prefill(seq, seq_tokens, 0, logits));
+  res.prefill_ms = ms_since(t0);
+  if (!req.use_kv_cache) kv_->free_sequence(seq);  // the baseline keeps nothing between steps
+
+  auto t1 = std::chrono::steady_clock::now();
+  while (static_cast<int>(res.tokens.size()) < req.n_predict) {
+    if (req.keep_logits) res.logits.push_back(logits);
+    const int32_t next = sampler.sample(logits.data(), n_vocab, seq_tokens);
+    res.tokens.push_back(next);
+    seq_tokens.push_back(next);
+    if (req.on_token && !req.on_token(next)) {
+      res.finish_reason = "cancelled";
+      break;
+    }
+    if (model_.is_stop_token(next) && !req.ignore_eos) {
+      res.finish_reason = "stop";
+      break;
+    }
+    if (static_cast<int>(res.tokens.size()) == req.n_predict) break;
+    if (static_cast<int>(seq_tokens.size()) >= n_ctx_) break;  // context full: "length"
+
+    if (req.use_kv_cache) {
+      KV_RETURN_IF_ERROR(prefill(seq, seq_tokens, static_cast<int>(seq_tokens.size()) - 1, logits));
+    } else {
+      // Recompute the whole sequence from position 0 into a fresh table.
+      const SeqId tmp = next_seq_++;
+      KV_RETURN_IF_ERROR(kv_->add_sequence(tmp));
+      SeqGuard tmp_guard(*kv_, tmp);
+      KV_RETURN_IF_ERROR(prefill(tmp, seq_tokens, 0, logits));
+    }
+    ++res.n_decode_steps;
+  }
+  res.decode_ms = ms_since(t1);
+  res.blocks_used_peak = kv_->n_blocks_used_peak();
+  return res;
+}
+
+}  // namespace kvserve

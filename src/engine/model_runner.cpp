@@ -1,0 +1,134 @@
+#include "engine/model_runner.h"
+
+#include <cmath>
+
+#include "core/assert.h"
+#include "kernels/attention.h"
+#include "kernels/ops.h"
+
+namespace kvserve {
+
+namespace {
+
+void add_bias(float* y, const TensorView& b, int n_rows, int dim) {
+  if (!b.present()) return;
+  const float* bias = static_cast<const float*>(b.data);
+  for (int r = 0; r < n_rows; ++r) {
+    for (int i = 0; i < dim; ++i) y[static_cast<size_t>(r) * dim + i] += bias[i];
+  }
+}
+
+void add_into(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, int dim, float eps) {
+  for (int r = 0; r < n_rows; ++r) {
+    kernels::rmsnorm(x + static_cast<size_t>(r) * dim, static_cast<const float*>(w.data),
+                     out + static_cast<size_t>(r) * dim, dim, eps);
+  }
+}
+
+}  // namespace
+
+ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool)
+    : model_(model), cfg_(model.config), kv_(kv), pool_(pool), rope_(model.config) {
+  KV_ASSERT(kv.layout().n_layer == cfg_.n_layer && kv.layout().n_head_kv == cfg_.n_head_kv &&
+            kv.layout().head_dim == cfg_.head_dim);
+}
+
+void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
+  const int n = batch.n_rows();
+  const int d = cfg_.n_embd;
+  KV_ASSERT(n > 0);
+  pos_.clear();
+  for (const BatchSeq& s : batch.seqs) {
+    KV_ASSERT(s.table->n_blocks() * kv_.layout().block_size >= s.pos0 + s.n_tokens);
+    for (int i = 0; i < s.n_tokens; ++i) pos_.push_back(s.pos0 + i);
+  }
+  rope_.angles(pos_.data(), n, rope_cos_, rope_sin_);
+
+  x_.resize(static_cast<size_t>(n) * d);
+  xn_.resize(x_.size());
+  proj_.resize(x_.size());
+  for (int r = 0; r < n; ++r) {
+    kernels::get_row(model_.tok_embd, batch.tokens[r], x_.data() + static_cast<size_t>(r) * d);
+  }
+
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    attention_block(l, batch);
+    ffn_block(l, n);
+  }
+
+  // Only the rows that need logits go through the final norm and the output projection.
+  const int n_out = batch.n_outputs();
+  out_rows_.resize(static_cast<size_t>(n_out) * d);
+  int row = 0, out = 0;
+  for (const BatchSeq& s : batch.seqs) {
+    const int first = s.logits_all ? 0 : s.n_tokens - 1;
+    for (int i = first; i < s.n_tokens; ++i, ++out) {
+      kernels::rmsnorm(x_.data() + static_cast<size_t>(row + i) * d,
+                       static_cast<const float*>(model_.output_norm.data),
+                       out_rows_.data() + static_cast<size_t>(out) * d, d, cfg_.rms_eps);
+    }
+    row += s.n_tokens;
+  }
+  logits.resize(static_cast<size_t>(n_out) * cfg_.n_vocab);
+  kernels::matmul(model_.output, out_rows_.data(), n_out, logits.data(), pool_);
+}
+
+void ModelRunner::attention_block(int l, const Batch& batch) {
+  const LayerWeights& w = model_.layers[l];
+  const int n = batch.n_rows(), d = cfg_.n_embd, hd = cfg_.head_dim;
+  const int q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim();
+  q_.resize(static_cast<size_t>(n) * q_dim);
+  k_.resize(static_cast<size_t>(n) * kv_dim);
+  v_.resize(static_cast<size_t>(n) * kv_dim);
+  att_.resize(q_.size());
+
+  rmsnorm_rows(x_.data(), w.attn_norm, xn_.data(), n, d, cfg_.rms_eps);
+  kernels::matmul(w.wq, xn_.data(), n, q_.data(), pool_);
+  kernels::matmul(w.wk, xn_.data(), n, k_.data(), pool_);
+  kernels::matmul(w.wv, xn_.data(), n, v_.data(), pool_);
+  add_bias(q_.data(), w.bq, n, q_dim);
+  add_bias(k_.data(), w.bk, n, kv_dim);
+  add_bias(v_.data(), w.bv, n, kv_dim);
+
+  const int half = rope_.half_dim();
+  const int bs = kv_.layout().block_size;
+  std::vector<kernels::AttentionSeq> seqs;
+  int row = 0;
+  for (const BatchSeq& s : batch.seqs) {
+    for (int i = 0; i < s.n_tokens; ++i) {
+      const int r = row + i, pos = s.pos0 + i;
+      const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
+      const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
+      rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
+      rope_.apply(k_.data() + static_cast<size_t>(r) * kv_dim, cfg_.n_head_kv, c, sn);
+      kv_.write_token(l, s.table->block_for(pos, bs), pos % bs,
+                      k_.data() + static_cast<size_t>(r) * kv_dim,
+                      v_.data() + static_cast<size_t>(r) * kv_dim);
+    }
+    seqs.push_back({s.table, s.pos0, s.n_tokens, row});
+    row += s.n_tokens;
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  kernels::attention_paged(q_.data(), seqs, kv_, l, cfg_.n_head, scale, att_.data(), pool_);
+  kernels::matmul(w.wo, att_.data(), n, proj_.data(), pool_);
+  add_into(x_.data(), proj_.data(), proj_.size());
+}
+
+void ModelRunner::ffn_block(int l, int n) {
+  const LayerWeights& w = model_.layers[l];
+  const int d = cfg_.n_embd, ff = cfg_.n_ff;
+  gate_.resize(static_cast<size_t>(n) * ff);
+  up_.resize(gate_.size());
+  rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps);
+  kernels::matmul(w.w_gate, xn_.data(), n, gate_.data(), pool_);
+  kernels::matmul(w.w_up, xn_.data(), n, up_.data(), pool_);
+  kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff);
+  kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool_);
+  add_into(x_.data(), proj_.data(), proj_.size());
+}
+
+}  // namespace kvserve

@@ -1,0 +1,57 @@
+// Token sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, with a seeded
+// generator of our own so the same seed gives the same tokens on every platform.
+//
+// Order (as vLLM): repetition penalty on the raw logits; greedy argmax if temperature == 0;
+// else logits / temperature, softmax, then top-k, top-p and min-p filters, renormalise, draw.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+
+namespace kvserve {
+
+struct SamplingParams {
+  float temperature = 0.0f;     // 0 = greedy
+  int top_k = 0;                // 0 = off
+  float top_p = 1.0f;           // 1 = off
+  float min_p = 0.0f;           // 0 = off; keeps tokens with p >= min_p * p_max
+  float repeat_penalty = 1.0f;  // 1 = off; divides positive logits, multiplies negative ones
+  int repeat_last_n = 64;       // how many recent tokens the penalty looks at (-1 = all)
+  uint64_t seed = 0;
+
+  Status validate() const;  // invalid_argument naming the first out-of-range field
+};
+
+// xoshiro256** seeded through splitmix64.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+  uint64_t next();
+  float uniform();  // [0, 1) with 24 bits
+
+ private:
+  uint64_t s_[4];
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+
+  // Picks the next token from logits[n_vocab]; history is every token of the sequence so far.
+  // Modifies logits in place (penalty). Deterministic for a given seed and call sequence.
+  int32_t sample(float* logits, int n_vocab, const std::vector<int32_t>& history);
+
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  SamplingParams params_;
+  Rng rng_;
+  std::vector<std::pair<float, int32_t>> cand_;  // scratch: (prob, id)
+};
+
+// Index of the largest value (lowest index on ties).
+int32_t argmax(const float* x, int n);
+
+}  // namespace kvserve

@@ -1,0 +1,315 @@
+// Dispatch for the dense kernels, and the portable scalar implementations.
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/assert.h"
+#include "core/cpu_features.h"
+#include "kernels/ops_impl.h"
+#include "kernels/quant.h"
+
+namespace kvserve::kernels {
+
+// ---------------------------------------------------------------------------------------------
+// Scalar kernels. Baseline x86-64 has no FMA, so the compiler cannot contract a*b+c here and
+// every sum below is evaluated exactly in the written order.
+namespace scalar {
+namespace {
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+template <typename Load>
+void matmul_plain(const MatArgs& a, int64_t r0, int64_t r1, Load load) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* w = a.w + static_cast<size_t>(r) * a.w_stride;
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      const float* x = a.x + t * a.cols;
+      float acc = 0.0f;
+      for (int64_t c = 0; c < a.cols; ++c) acc += load(w, c) * x[c];
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+void matmul_f32(const MatArgs& a, int64_t r0, int64_t r1) {
+  matmul_plain(a, r0, r1, [](const uint8_t* w, int64_t c) {
+    float v;
+    std::memcpy(&v, w + 4 * c, 4);
+    return v;
+  });
+}
+
+void matmul_f16(const MatArgs& a, int64_t r0, int64_t r1) {
+  matmul_plain(a, r0, r1,
+               [](const uint8_t* w, int64_t c) { return fp16_to_fp32(load_u16(w + 2 * c)); });
+}
+
+void matmul_bf16(const MatArgs& a, int64_t r0, int64_t r1) {
+  matmul_plain(a, r0, r1,
+               [](const uint8_t* w, int64_t c) { return bf16_to_fp32(load_u16(w + 2 * c)); });
+}
+
+void matmul_q8_0(const MatArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.cols / kQK8_0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* w = a.w + static_cast<size_t>(r) * a.w_stride;
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      const int8_t* xq = a.qa.qs + t * a.cols;
+      const float* xd = a.qa.d + t * nb;
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * sizeof(BlockQ8_0);
+        const int8_t* wq = reinterpret_cast<const int8_t*>(blk + 2);
+        int32_t s = 0;
+        for (int j = 0; j < kQK8_0; ++j) s += wq[j] * xq[b * kQK8_0 + j];
+        acc += (fp16_to_fp32(load_u16(blk)) * xd[b]) * static_cast<float>(s);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+void matmul_q4_0(const MatArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.cols / kQK4_0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* w = a.w + static_cast<size_t>(r) * a.w_stride;
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      const int8_t* xq = a.qa.qs + t * a.cols;
+      const float* xd = a.qa.d + t * nb;
+      const int32_t* xs = a.qa.s8 + t * nb;
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = w + b * sizeof(BlockQ4_0);
+        const uint8_t* qs = blk + 2;
+        const int8_t* xb = xq + b * kQK4_0;
+        int32_t s = xs[b];  // sum (q - 8) * x = sum q * x - 8 * sum x
+        for (int j = 0; j < kQK4_0 / 2; ++j)
+          s += (qs[j] & 0x0F) * xb[j] + (qs[j] >> 4) * xb[j + kQK4_0 / 2];
+        acc += (fp16_to_fp32(load_u16(blk)) * xd[b]) * static_cast<float>(s);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d, int32_t* s8) {
+  const int64_t nb = n / kQK8_0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * kQK8_0;
+    float amax = 0.0f;
+    for (int j = 0; j < kQK8_0; ++j) {
+      const float v = std::fabs(xb[j]);
+      amax = v > amax ? v : amax;
+    }
+    const float db = amax / 127.0f;
+    const float id = db != 0.0f ? 1.0f / db : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < kQK8_0; ++j) {
+      const int q = static_cast<int>(std::nearbyint(xb[j] * id));
+      qs[b * kQK8_0 + j] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    d[b] = db;
+    s8[b] = -8 * sum;
+  }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+float sum_squares(const float* x, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += x[i] * x[i];
+  return acc;
+}
+
+void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = (s * x[i]) * w[i];
+}
+
+}  // namespace
+
+const KernelTable& table() {
+  static const KernelTable t{CpuLevel::kScalar, matmul_f32,  matmul_f16,    matmul_bf16,
+                             matmul_q8_0,       matmul_q4_0, quantize_acts, dot_f32,
+                             axpy_f32,          sum_squares, scale_mul};
+  return t;
+}
+
+}  // namespace scalar
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch.
+
+const KernelTable* kernel_table(CpuLevel level) {
+  const CpuFeatures& f = cpu_features();
+  switch (level) {
+    case CpuLevel::kScalar:
+      return &scalar::table();
+    case CpuLevel::kAvx2:
+      if (f.avx2 && f.fma && f.f16c) return &avx2::table();
+      return nullptr;
+    case CpuLevel::kAvx512:
+      if (f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni)
+        return &avx512::table();
+      return nullptr;
+  }
+  return nullptr;
+}
+
+const KernelTable& active_kernels() {
+  static const KernelTable* t = [] {
+    const KernelTable* k = kernel_table(cpu_level());
+    return k ? k : &scalar::table();
+  }();
+  return *t;
+}
+
+namespace {
+
+// Per-thread scratch reused across calls, so the hot path does not allocate once warm.
+struct Scratch {
+  std::vector<int8_t> qs;
+  std::vector<float> d;
+  std::vector<int32_t> s8;
+  std::vector<float> row;  // dequantized weight row (q4_k / q6_k path)
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
+                 ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  if (rows <= 0 || n_tok <= 0) return;
+  MatArgs a{};
+  a.w = static_cast<const uint8_t*>(w.data);
+  a.w_stride = w.row_stride();
+  a.cols = cols;
+  a.n_tok = n_tok;
+  a.x = x;
+  a.y = y;
+  a.ldy = rows;
+
+  // Enough work per task that dispatch overhead stays small (~32 KiB of weights per token).
+  const int64_t work_per_row = static_cast<int64_t>(a.w_stride) * n_tok;
+  const int64_t grain = std::max<int64_t>(4, (32 * 1024 + work_per_row - 1) / work_per_row);
+
+  MatmulFn fn = nullptr;
+  switch (w.type) {
+    case DType::kF32:
+      fn = k.matmul_f32;
+      break;
+    case DType::kF16:
+      fn = k.matmul_f16;
+      break;
+    case DType::kBF16:
+      fn = k.matmul_bf16;
+      break;
+    case DType::kQ8_0:
+    case DType::kQ4_0: {
+      KV_ASSERT(cols % kQK8_0 == 0);
+      fn = w.type == DType::kQ8_0 ? k.matmul_q8_0 : k.matmul_q4_0;
+      const int64_t nb = cols / kQK8_0;
+      Scratch& s = scratch();
+      int8_t* qs = grow(s.qs, static_cast<size_t>(n_tok * cols));
+      float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
+      int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
+      auto quant = [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          k.quantize_acts(x + t * cols, cols, qs + t * cols, d + t * nb, s8 + t * nb);
+      };
+      if (n_tok * cols >= 64 * 1024)
+        pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
+      else
+        quant(0, n_tok);
+      a.qa = QuantActs{qs, d, s8};
+      break;
+    }
+    case DType::kQ4_K:
+    case DType::kQ6_K: {
+      // Dequantize each weight row once, then an f32 dot per token.
+      const DType type = w.type;
+      pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+        float* buf = grow(scratch().row, static_cast<size_t>(cols));
+        for (int64_t r = r0; r < r1; ++r) {
+          dequantize_row(type, a.w + static_cast<size_t>(r) * a.w_stride, buf, cols);
+          for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = k.dot_f32(buf, x + t * cols, cols);
+        }
+      });
+      return;
+    }
+  }
+  KV_ASSERT(fn != nullptr);
+  pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+}
+
+void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool) {
+  matmul_with(active_kernels(), w, x, n_tok, y, pool);
+}
+
+void get_row(const TensorView& w, int64_t row, float* out) {
+  dequantize_row(w.type, w.row(row), out, w.cols());
+}
+
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float eps) {
+  const KernelTable& k = active_kernels();
+  float ss = k.sum_squares(x, n);
+  ss = ss / static_cast<float>(n) + eps;
+  const float scale = 1.0f / std::sqrt(ss);
+  k.scale_mul(x, scale, weight, out, n);
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float s = static_cast<float>(sum);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / s;
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  return active_kernels().dot_f32(a, b, n);
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  active_kernels().axpy_f32(a, x, y, n);
+}
+
+}  // namespace kvserve::kernels

@@ -1,0 +1,37 @@
+// Dense kernels of the forward pass, with run-time dispatch to AVX-512 / AVX2 / scalar.
+//
+// Determinism contract (batch invariance): every output element of matmul is computed with the
+// same arithmetic in the same order whatever n_tok, the thread count, or which rows are
+// computed together. So the cached path (one token at a time) and the recompute path (the whole
+// sequence at once) produce bitwise identical activations, and so do batched and lone requests.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "model/tensor.h"
+
+namespace kvserve::kernels {
+
+// y[t][r] = sum_c W[r][c] * x[t][c] for t in [0, n_tok), r in [0, W.rows()).
+// x: [n_tok][W.cols()] f32, y: [n_tok][W.rows()] f32. Rows are split across the pool.
+// Quantized weights (q8_0, q4_0) quantize x to q8_0 blocks and use integer dot products.
+void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool);
+
+// Copies row `row` of an embedding table (any type) into out[W.cols()] as f32.
+void get_row(const TensorView& w, int64_t row, float* out);
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]. out may alias x.
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float eps);
+
+// In-place softmax over x[0, n).
+void softmax(float* x, int64_t n);
+
+// out[i] = silu(gate[i]) * up[i]. out may alias gate.
+void swiglu(const float* gate, const float* up, float* out, int64_t n);
+
+float dot_f32(const float* a, const float* b, int64_t n);
+// y[i] += a * x[i]
+void axpy_f32(float a, const float* x, float* y, int64_t n);
+
+}  // namespace kvserve::kernels

@@ -1,0 +1,80 @@
+// Internal: per-ISA kernel tables behind the dispatch in ops.cpp.
+//
+// The *_avx2.cpp / *_avx512.cpp files are compiled with wider ISA flags, so they must not emit
+// any inline function that baseline code could also use (the linker would keep one copy, maybe
+// the AVX-512 one). They therefore include only this header, <immintrin.h> and POD structs, and
+// take raw pointers rather than TensorView.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/cpu_features.h"
+
+namespace kvserve {
+struct TensorView;
+class ThreadPool;
+}  // namespace kvserve
+
+namespace kvserve::kernels {
+
+// Activations quantized to 32-element blocks (like q8_0 with a float scale) for the integer
+// matmul kernels. Token t's data starts at qs + t * cols, d + t * nb, s8 + t * nb.
+struct QuantActs {
+  const int8_t* qs;   // [n_tok][cols] quantized values, |q| <= 127
+  const float* d;     // [n_tok][nb] block scales: x ~= d * q
+  const int32_t* s8;  // [n_tok][nb] -8 * (sum of the block's qs): q4_0 offset correction
+};
+
+struct MatArgs {
+  const uint8_t* w;  // weight rows, w_stride bytes apart
+  size_t w_stride;
+  int64_t cols;
+  int64_t n_tok;
+  const float* x;  // [n_tok][cols] f32 activations (f32 / f16 / bf16 weights)
+  QuantActs qa;    // quantized activations (q8_0 / q4_0 weights)
+  float* y;        // y[t * ldy + r]
+  int64_t ldy;
+};
+
+// Computes y for rows [r0, r1) and all tokens. Every (t, r) output is produced by the same
+// sequence of operations whatever r0, r1 and n_tok are (batch invariance).
+using MatmulFn = void (*)(const MatArgs& a, int64_t r0, int64_t r1);
+
+struct KernelTable {
+  CpuLevel level;
+  MatmulFn matmul_f32;
+  MatmulFn matmul_f16;
+  MatmulFn matmul_bf16;
+  MatmulFn matmul_q8_0;
+  MatmulFn matmul_q4_0;
+  // Quantizes one activation row of n (multiple of 32) floats: d = amax/127, q = round-to-even
+  // of x * (1/d). Identical results on every level.
+  void (*quantize_acts)(const float* x, int64_t n, int8_t* qs, float* d, int32_t* s8);
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+  float (*sum_squares)(const float* x, int64_t n);
+  // out[i] = (s * x[i]) * w[i]
+  void (*scale_mul)(const float* x, float s, const float* w, float* out, int64_t n);
+};
+
+// The table for a level, or nullptr where this CPU (or build) lacks it. kScalar always exists.
+const KernelTable* kernel_table(CpuLevel level);
+// The table for cpu_level(), chosen once per process.
+const KernelTable& active_kernels();
+
+// matmul with an explicit table (tests compare levels with it).
+void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
+                 ThreadPool& pool);
+
+namespace scalar {
+const KernelTable& table();
+}
+namespace avx2 {
+const KernelTable& table();
+}
+namespace avx512 {
+const KernelTable& table();
+}
+
+}  // namespace kvserve::kernels

@@ -1,0 +1,126 @@
+#include "kv/kv_cache_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace kvserve {
+namespace {
+
+KvLayout small_layout(int block_size, DType t = DType::kF32) {
+  KvLayout l;
+  l.n_layer = 2;
+  l.n_head_kv = 2;
+  l.head_dim = 4;
+  l.block_size = block_size;
+  l.type = t;
+  return l;
+}
+
+class KvCacheManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = KvCacheManager::create(small_layout(4), 6);
+    ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+    kv = std::move(*m);
+  }
+  // The invariant every test ends with: every block is back in the pool.
+  void TearDown() override {
+    ASSERT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total());
+  }
+  std::unique_ptr<KvCacheManager> kv;
+};
+
+TEST_F(KvCacheManagerTest, AllocatesOnDemandAndFreesAtOnce) {
+  ASSERT_TRUE(kv->add_sequence(7).is_ok());
+  ASSERT_TRUE(kv->reserve(7, 1).is_ok());
+  EXPECT_EQ(kv->table(7).blocks, (std::vector<BlockId>{0}));
+  ASSERT_TRUE(kv->reserve(7, 4).is_ok());  // still one block
+  EXPECT_EQ(kv->table(7).n_blocks(), 1);
+  ASSERT_TRUE(kv->reserve(7, 5).is_ok());
+  EXPECT_EQ(kv->table(7).blocks, (std::vector<BlockId>{0, 1}));
+  kv->commit(7, 5);
+  EXPECT_EQ(kv->table(7).n_tokens, 5);
+  EXPECT_EQ(kv->pool().n_blocks_used(), 2);
+  kv->free_sequence(7);
+  EXPECT_FALSE(kv->has_sequence(7));
+  EXPECT_EQ(kv->pool().n_blocks_used(), 0);
+  EXPECT_EQ(kv->n_blocks_used_peak(), 2);
+}
+
+TEST_F(KvCacheManagerTest, ExhaustionIsAStatusAndTransactional) {
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  ASSERT_TRUE(kv->add_sequence(2).is_ok());
+  ASSERT_TRUE(kv->reserve(1, 16).is_ok());  // 4 blocks
+  Status st = kv->reserve(2, 12);           // needs 3, 2 free
+  EXPECT_EQ(st.code(), StatusCode::kOutOfMemory);
+  EXPECT_EQ(kv->table(2).n_blocks(), 0);
+  EXPECT_EQ(kv->pool().n_blocks_free(), 2);
+  EXPECT_TRUE(kv->reserve(2, 8).is_ok());
+  EXPECT_EQ(kv->blocks_needed(2, 9), 1);
+  kv->free_sequence(1);
+  kv->free_sequence(2);
+}
+
+TEST_F(KvCacheManagerTest, DuplicateSequenceRejected) {
+  ASSERT_TRUE(kv->add_sequence(3).is_ok());
+  EXPECT_EQ(kv->add_sequence(3).code(), StatusCode::kInvalidArgument);
+  kv->free_sequence(3);
+  kv->free_sequence(99);  // unknown: no-op
+}
+
+TEST_F(KvCacheManagerTest, DumpListsSequences) {
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  ASSERT_TRUE(kv->reserve(1, 6).is_ok());
+  kv->commit(1, 6);
+  EXPECT_NE(kv->dump().find("seq 1: 6 tokens, blocks [0 1]"), std::string::npos);
+  kv->free_sequence(1);
+}
+
+TEST(KvStorage, WritesLandInTheirTileAndCopyBlockCopiesAllLayers) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    auto s = KvStorage::create(small_layout(2, t), 3);
+    ASSERT_TRUE(s.is_ok());
+    KvStorage& kv = **s;
+    std::vector<float> k(8), v(8);
+    for (int i = 0; i < 8; ++i) {
+      k[i] = 0.5f * i;
+      v[i] = -1.0f * i;
+    }
+    kv.write_token(1, 2, 1, k.data(), v.data());
+    kv.copy_block(2, 0);
+    const size_t rb = row_bytes(t, 4);
+    for (BlockId b : {2, 0}) {
+      for (int h = 0; h < 2; ++h) {
+        // slot 1 of head h holds elements [h*4, h*4+4)
+        EXPECT_EQ(std::memcmp(kv.k_tile(1, b, h) + rb, kv.k_tile(1, 2, h) + rb, rb), 0);
+      }
+    }
+    if (t == DType::kF32) {
+      const float* kt = reinterpret_cast<const float*>(kv.k_tile(1, 0, 1));
+      EXPECT_EQ(kt[4 + 0], 2.0f);  // head 1, slot 1, element 0 = k[4]
+      const float* vt = reinterpret_cast<const float*>(kv.v_tile(1, 0, 0));
+      EXPECT_EQ(vt[4 + 3], -3.0f);
+    }
+  }
+}
+
+TEST(KvStorage, RejectsBadLayouts) {
+  EXPECT_FALSE(KvStorage::create(small_layout(0), 4).is_ok());
+  EXPECT_FALSE(KvStorage::create(small_layout(257), 4).is_ok());
+  EXPECT_FALSE(KvStorage::create(small_layout(16), 0).is_ok());
+  EXPECT_FALSE(KvStorage::create(small_layout(16, DType::kQ4_K), 4).is_ok());
+}
+
+TEST(ByteSize, ParsesUnits) {
+  EXPECT_EQ(*parse_byte_size("512MiB"), 512ull << 20);
+  EXPECT_EQ(*parse_byte_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(*parse_byte_size("1000"), 1000u);
+  EXPECT_EQ(*parse_byte_size("1.5GB"), 1500000000u);
+  EXPECT_FALSE(parse_byte_size("lots").is_ok());
+  EXPECT_FALSE(parse_byte_size("12XB").is_ok());
+  EXPECT_FALSE(parse_byte_size("-5MiB").is_ok());
+}
+
+}  // namespace
+}  // namespace kvserve
