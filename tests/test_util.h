@@ -19,7 +19,9 @@
 namespace kvserve::test {
 
 // The folder holding the shared test models (../shared/models beside the repository).
-inline std::string shared_models_dir() { return KVSERVE_SHARED_MODELS; }
+inline std::string shared_models_dir() {
+  return KVSERVE_SHARED_MODELS;
+}
 
 // A path inside shared_models_dir(), e.g. shared_model_path("stories260K/stories260K.gguf").
 inline std::string shared_model_path(const std::string& rel) {
@@ -29,21 +31,21 @@ inline std::string shared_model_path(const std::string& rel) {
 }  // namespace kvserve::test
 
 // Skips the current test when the shared models folder is absent.
-#define KV_REQUIRE_SHARED_MODELS()                                                   \
-  do {                                                                               \
-    const std::string _dir = ::kvserve::test::shared_models_dir();                   \
-    if (!std::filesystem::is_directory(_dir)) {                                      \
-      GTEST_SKIP() << "../shared/models not found: " << _dir;                        \
-    }                                                                                \
+#define KV_REQUIRE_SHARED_MODELS()                                 \
+  do {                                                             \
+    const std::string _dir = ::kvserve::test::shared_models_dir(); \
+    if (!std::filesystem::is_directory(_dir)) {                    \
+      GTEST_SKIP() << "../shared/models not found: " << _dir;      \
+    }                                                              \
   } while (0)
 
 // Skips the current test when one shared model file is absent.
-#define KV_REQUIRE_SHARED_FILE(path)                                                 \
-  do {                                                                               \
-    KV_REQUIRE_SHARED_MODELS();                                                      \
-    if (!std::filesystem::is_regular_file(path)) {                                   \
-      GTEST_SKIP() << "../shared/models not found: " << (path);                      \
-    }                                                                                \
+#define KV_REQUIRE_SHARED_FILE(path)                            \
+  do {                                                          \
+    KV_REQUIRE_SHARED_MODELS();                                 \
+    if (!std::filesystem::is_regular_file(path)) {              \
+      GTEST_SKIP() << "../shared/models not found: " << (path); \
+    }                                                           \
   } while (0)
 
 namespace kvserve::test {
@@ -81,7 +83,8 @@ inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
 
 inline void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 }  // namespace kvserve::test

@@ -22,24 +22,31 @@ constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as little-endian uin
 constexpr uint64_t kMaxAlignment = uint64_t{1} << 24;
 constexpr int kMaxDims = 4;
 
-bool is_valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::kFloat64); }
+bool is_valid_type(uint32_t t) {
+  return t <= static_cast<uint32_t>(GgufType::kFloat64);
+}
 
 // Bytes of one scalar of type t; 0 for string/array.
 size_t scalar_size(GgufType t) {
   switch (t) {
     case GgufType::kUint8:
     case GgufType::kInt8:
-    case GgufType::kBool: return 1;
+    case GgufType::kBool:
+      return 1;
     case GgufType::kUint16:
-    case GgufType::kInt16: return 2;
+    case GgufType::kInt16:
+      return 2;
     case GgufType::kUint32:
     case GgufType::kInt32:
-    case GgufType::kFloat32: return 4;
+    case GgufType::kFloat32:
+      return 4;
     case GgufType::kUint64:
     case GgufType::kInt64:
-    case GgufType::kFloat64: return 8;
+    case GgufType::kFloat64:
+      return 8;
     case GgufType::kString:
-    case GgufType::kArray: return 0;
+    case GgufType::kArray:
+      return 0;
   }
   return 0;
 }
@@ -53,14 +60,20 @@ bool is_integer_type(GgufType t) {
     case GgufType::kUint32:
     case GgufType::kInt32:
     case GgufType::kUint64:
-    case GgufType::kInt64: return true;
-    default: return false;
+    case GgufType::kInt64:
+      return true;
+    default:
+      return false;
   }
 }
 
-bool is_float_type(GgufType t) { return t == GgufType::kFloat32 || t == GgufType::kFloat64; }
+bool is_float_type(GgufType t) {
+  return t == GgufType::kFloat32 || t == GgufType::kFloat64;
+}
 
-uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+uint64_t align_up(uint64_t x, uint64_t a) {
+  return (x + a - 1) / a * a;
+}
 
 std::string shape_string(int n_dims, const int64_t* ne) {
   std::string s = "[";
@@ -75,24 +88,39 @@ std::string shape_string(int n_dims, const int64_t* ne) {
 
 const char* gguf_type_name(GgufType t) {
   switch (t) {
-    case GgufType::kUint8: return "uint8";
-    case GgufType::kInt8: return "int8";
-    case GgufType::kUint16: return "uint16";
-    case GgufType::kInt16: return "int16";
-    case GgufType::kUint32: return "uint32";
-    case GgufType::kInt32: return "int32";
-    case GgufType::kFloat32: return "float32";
-    case GgufType::kBool: return "bool";
-    case GgufType::kString: return "string";
-    case GgufType::kArray: return "array";
-    case GgufType::kUint64: return "uint64";
-    case GgufType::kInt64: return "int64";
-    case GgufType::kFloat64: return "float64";
+    case GgufType::kUint8:
+      return "uint8";
+    case GgufType::kInt8:
+      return "int8";
+    case GgufType::kUint16:
+      return "uint16";
+    case GgufType::kInt16:
+      return "int16";
+    case GgufType::kUint32:
+      return "uint32";
+    case GgufType::kInt32:
+      return "int32";
+    case GgufType::kFloat32:
+      return "float32";
+    case GgufType::kBool:
+      return "bool";
+    case GgufType::kString:
+      return "string";
+    case GgufType::kArray:
+      return "array";
+    case GgufType::kUint64:
+      return "uint64";
+    case GgufType::kInt64:
+      return "int64";
+    case GgufType::kFloat64:
+      return "float64";
   }
   return "unknown";
 }
 
-bool GgufValue::is_integer() const { return is_integer_type(type); }
+bool GgufValue::is_integer() const {
+  return is_integer_type(type);
+}
 
 size_t GgufValue::array_size() const {
   if (!is_array()) return 0;
@@ -120,7 +148,9 @@ class GgufParser {
  private:
   size_t left() const { return size_ - pos_; }
 
-  Status err(StatusCode code, const std::string& msg) const { return {code, f_.path_ + ": " + msg}; }
+  Status err(StatusCode code, const std::string& msg) const {
+    return {code, f_.path_ + ": " + msg};
+  }
 
   Status need(uint64_t n, const std::string& what) const {
     if (n <= left()) return Status::ok();
@@ -166,9 +196,9 @@ class GgufParser {
                  "GGUF version 1 is not supported (32-bit counts); expected version 2 or 3");
     }
     if (f_.version_ != 2 && f_.version_ != 3) {
-      return err(StatusCode::kUnsupported, "unsupported GGUF version " +
-                                               std::to_string(f_.version_) +
-                                               ", expected version 2 or 3");
+      return err(
+          StatusCode::kUnsupported,
+          "unsupported GGUF version " + std::to_string(f_.version_) + ", expected version 2 or 3");
     }
     KV_RETURN_IF_ERROR(read(&n_tensors_, "tensor count"));
     KV_RETURN_IF_ERROR(read(&n_kv_, "metadata KV count"));
@@ -190,21 +220,30 @@ class GgufParser {
 
   Status read_scalar(GgufType t, GgufValue* v, const std::string& what) {
     switch (t) {
-      case GgufType::kUint8: return read_int<uint8_t>(&v->i, what);
-      case GgufType::kInt8: return read_int<int8_t>(&v->i, what);
-      case GgufType::kUint16: return read_int<uint16_t>(&v->i, what);
-      case GgufType::kInt16: return read_int<int16_t>(&v->i, what);
-      case GgufType::kUint32: return read_int<uint32_t>(&v->i, what);
-      case GgufType::kInt32: return read_int<int32_t>(&v->i, what);
-      case GgufType::kUint64: return read_int<uint64_t>(&v->i, what);
-      case GgufType::kInt64: return read_int<int64_t>(&v->i, what);
+      case GgufType::kUint8:
+        return read_int<uint8_t>(&v->i, what);
+      case GgufType::kInt8:
+        return read_int<int8_t>(&v->i, what);
+      case GgufType::kUint16:
+        return read_int<uint16_t>(&v->i, what);
+      case GgufType::kInt16:
+        return read_int<int16_t>(&v->i, what);
+      case GgufType::kUint32:
+        return read_int<uint32_t>(&v->i, what);
+      case GgufType::kInt32:
+        return read_int<int32_t>(&v->i, what);
+      case GgufType::kUint64:
+        return read_int<uint64_t>(&v->i, what);
+      case GgufType::kInt64:
+        return read_int<int64_t>(&v->i, what);
       case GgufType::kFloat32: {
         float x = 0;
         KV_RETURN_IF_ERROR(read(&x, what));
         v->f = x;
         return Status::ok();
       }
-      case GgufType::kFloat64: return read(&v->f, what);
+      case GgufType::kFloat64:
+        return read(&v->f, what);
       case GgufType::kBool: {
         uint8_t b = 0;
         KV_RETURN_IF_ERROR(read(&b, what));
@@ -216,8 +255,10 @@ class GgufParser {
         v->i = b;
         return Status::ok();
       }
-      case GgufType::kString: return read_string(&v->s, what);
-      case GgufType::kArray: break;
+      case GgufType::kString:
+        return read_string(&v->s, what);
+      case GgufType::kArray:
+        break;
     }
     return err(StatusCode::kInternal, "read_scalar on an array");
   }
@@ -235,21 +276,22 @@ class GgufParser {
     uint64_t n = 0;
     KV_RETURN_IF_ERROR(read(&et, "element type of array '" + key + "'"));
     if (!is_valid_type(et)) {
-      return err(StatusCode::kCorrupt, "array '" + key + "' has unknown element type " +
-                                           std::to_string(et));
+      return err(StatusCode::kCorrupt,
+                 "array '" + key + "' has unknown element type " + std::to_string(et));
     }
     v->elem_type = static_cast<GgufType>(et);
     if (v->elem_type == GgufType::kArray) {
-      return err(StatusCode::kUnsupported,
-                 "metadata key '" + key + "' is a nested array (arrays of arrays are not supported)");
+      return err(
+          StatusCode::kUnsupported,
+          "metadata key '" + key + "' is a nested array (arrays of arrays are not supported)");
     }
     KV_RETURN_IF_ERROR(read(&n, "length of array '" + key + "'"));
     const size_t elem_min = v->elem_type == GgufType::kString ? 8 : scalar_size(v->elem_type);
     if (n > left() / elem_min) {
-      return err(StatusCode::kCorrupt,
-                 "truncated or corrupt: array '" + key + "' claims " + std::to_string(n) + " " +
-                     gguf_type_name(v->elem_type) + " elements but only " +
-                     std::to_string(left()) + " bytes are left");
+      return err(StatusCode::kCorrupt, "truncated or corrupt: array '" + key + "' claims " +
+                                           std::to_string(n) + " " + gguf_type_name(v->elem_type) +
+                                           " elements but only " + std::to_string(left()) +
+                                           " bytes are left");
     }
     const std::string what = "element of array '" + key + "'";
     GgufValue tmp;
@@ -352,10 +394,9 @@ class GgufParser {
       }
       t.type = static_cast<DType>(type);
       if (t.ne[0] % info->block_elems != 0) {
-        return err(StatusCode::kCorrupt,
-                   "tensor " + q + " has ne[0] = " + std::to_string(t.ne[0]) +
-                       ", not a multiple of the " + info->name + " block size " +
-                       std::to_string(info->block_elems));
+        return err(StatusCode::kCorrupt, "tensor " + q + " has ne[0] = " + std::to_string(t.ne[0]) +
+                                             ", not a multiple of the " + info->name +
+                                             " block size " + std::to_string(info->block_elems));
       }
       uint64_t offset = 0;
       KV_RETURN_IF_ERROR(read(&offset, "data offset of tensor " + q));
@@ -364,11 +405,12 @@ class GgufParser {
                                              " is misaligned: not a multiple of the alignment " +
                                              std::to_string(f_.alignment_));
       }
-      const unsigned __int128 bytes = static_cast<unsigned __int128>(n_elems / info->block_elems) *
-                                      info->block_bytes;
+      const unsigned __int128 bytes =
+          static_cast<unsigned __int128>(n_elems / info->block_elems) * info->block_bytes;
       if (bytes > size_) {
         return err(StatusCode::kCorrupt, "tensor " + q + " of shape " +
-                                             shape_string(t.n_dims, t.ne) + " needs more bytes than the whole file has ("  +
+                                             shape_string(t.n_dims, t.ne) +
+                                             " needs more bytes than the whole file has (" +
                                              std::to_string(size_) + "): truncated or corrupt");
       }
       t.n_bytes = static_cast<size_t>(bytes);
@@ -520,19 +562,43 @@ class ByteWriter {
   }
   void put_scalar(GgufType t, int64_t i, double f, bool b) {
     switch (t) {
-      case GgufType::kUint8: put<uint8_t>(static_cast<uint8_t>(i)); break;
-      case GgufType::kInt8: put<int8_t>(static_cast<int8_t>(i)); break;
-      case GgufType::kUint16: put<uint16_t>(static_cast<uint16_t>(i)); break;
-      case GgufType::kInt16: put<int16_t>(static_cast<int16_t>(i)); break;
-      case GgufType::kUint32: put<uint32_t>(static_cast<uint32_t>(i)); break;
-      case GgufType::kInt32: put<int32_t>(static_cast<int32_t>(i)); break;
-      case GgufType::kUint64: put<uint64_t>(static_cast<uint64_t>(i)); break;
-      case GgufType::kInt64: put<int64_t>(i); break;
-      case GgufType::kFloat32: put<float>(static_cast<float>(f)); break;
-      case GgufType::kFloat64: put<double>(f); break;
-      case GgufType::kBool: put<uint8_t>(b ? 1 : 0); break;
+      case GgufType::kUint8:
+        put<uint8_t>(static_cast<uint8_t>(i));
+        break;
+      case GgufType::kInt8:
+        put<int8_t>(static_cast<int8_t>(i));
+        break;
+      case GgufType::kUint16:
+        put<uint16_t>(static_cast<uint16_t>(i));
+        break;
+      case GgufType::kInt16:
+        put<int16_t>(static_cast<int16_t>(i));
+        break;
+      case GgufType::kUint32:
+        put<uint32_t>(static_cast<uint32_t>(i));
+        break;
+      case GgufType::kInt32:
+        put<int32_t>(static_cast<int32_t>(i));
+        break;
+      case GgufType::kUint64:
+        put<uint64_t>(static_cast<uint64_t>(i));
+        break;
+      case GgufType::kInt64:
+        put<int64_t>(i);
+        break;
+      case GgufType::kFloat32:
+        put<float>(static_cast<float>(f));
+        break;
+      case GgufType::kFloat64:
+        put<double>(f);
+        break;
+      case GgufType::kBool:
+        put<uint8_t>(b ? 1 : 0);
+        break;
       case GgufType::kString:
-      case GgufType::kArray: KV_ASSERT(false && "not a scalar"); break;
+      case GgufType::kArray:
+        KV_ASSERT(false && "not a scalar");
+        break;
     }
   }
   void put_value(const GgufValue& v) {
@@ -707,7 +773,9 @@ std::vector<uint8_t> GgufWriter::serialize() const {
   return out;
 }
 
-Status GgufWriter::write(const std::string& path) const { return write_streaming(path, nullptr); }
+Status GgufWriter::write(const std::string& path) const {
+  return write_streaming(path, nullptr);
+}
 
 Status GgufWriter::write_streaming(const std::string& path, const TensorProducer& produce) const {
   std::FILE* f = std::fopen(path.c_str(), "wb");
@@ -725,8 +793,8 @@ Status GgufWriter::write_streaming(const std::string& path, const TensorProducer
   auto pad = [&]() -> Status {
     static const uint8_t zeros[64] = {};
     while (written % alignment_) {
-      KV_RETURN_IF_ERROR(put(zeros, std::min<uint64_t>(sizeof zeros,
-                                                       alignment_ - written % alignment_)));
+      KV_RETURN_IF_ERROR(
+          put(zeros, std::min<uint64_t>(sizeof zeros, alignment_ - written % alignment_)));
     }
     return Status::ok();
   };
@@ -747,10 +815,10 @@ Status GgufWriter::write_streaming(const std::string& path, const TensorProducer
         const uint64_t begin = written;
         KV_RETURN_IF_ERROR(produce(i, put));
         if (written - begin != tensor_bytes(t)) {
-          return Status(StatusCode::kInternal,
-                        path + ": producer wrote " + std::to_string(written - begin) +
-                            " bytes for tensor '" + t.name + "', expected " +
-                            std::to_string(tensor_bytes(t)));
+          return Status(StatusCode::kInternal, path + ": producer wrote " +
+                                                   std::to_string(written - begin) +
+                                                   " bytes for tensor '" + t.name + "', expected " +
+                                                   std::to_string(tensor_bytes(t)));
         }
       }
       KV_RETURN_IF_ERROR(pad());

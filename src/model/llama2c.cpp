@@ -140,7 +140,7 @@ std::string blk(int l, const char* what) {
 
 // Matrix kinds in the order llama2.c stores them, with their [rows][cols] shapes.
 enum Mat { kWq, kWk, kWv, kWo, kW1, kW2, kW3, kNumMats };
-const char* const kMatNames[kNumMats] = {"attn_q", "attn_k",   "attn_v", "attn_output",
+const char* const kMatNames[kNumMats] = {"attn_q",   "attn_k",   "attn_v", "attn_output",
                                          "ffn_gate", "ffn_down", "ffn_up"};
 
 void mat_shape(const ModelConfig& c, int m, int64_t* rows, int64_t* cols) {
@@ -152,13 +152,20 @@ void mat_shape(const ModelConfig& c, int m, int64_t* rows, int64_t* cols) {
 
 TensorView* mat_slot(LayerWeights& lw, int m) {
   switch (m) {
-    case kWq: return &lw.wq;
-    case kWk: return &lw.wk;
-    case kWv: return &lw.wv;
-    case kWo: return &lw.wo;
-    case kW1: return &lw.w_gate;
-    case kW2: return &lw.w_down;
-    default: return &lw.w_up;
+    case kWq:
+      return &lw.wq;
+    case kWk:
+      return &lw.wk;
+    case kWv:
+      return &lw.wv;
+    case kWo:
+      return &lw.wo;
+    case kW1:
+      return &lw.w_gate;
+    case kW2:
+      return &lw.w_down;
+    default:
+      return &lw.w_up;
   }
 }
 
@@ -177,8 +184,8 @@ struct Cursor {
 
 uint64_t fp32_floats(const ModelConfig& c, bool shared, bool with_freqs) {
   const uint64_t d = c.n_embd, L = c.n_layer, kv = c.kv_dim(), ff = c.n_ff, V = c.n_vocab;
-  uint64_t n = V * d + L * d * 2 + d;                            // embeddings, norms
-  n += L * (d * d * 2 + kv * d * 2 + ff * d * 3);                // matrices
+  uint64_t n = V * d + L * d * 2 + d;                                      // embeddings, norms
+  n += L * (d * d * 2 + kv * d * 2 + ff * d * 3);                          // matrices
   if (with_freqs) n += static_cast<uint64_t>(c.n_ctx_train) * c.head_dim;  // cos + sin
   if (!shared) n += V * d;
   return n;
@@ -190,8 +197,8 @@ void place_fp32_matrices(Model& m, Cursor& cur) {
     int64_t rows, cols;
     mat_shape(c, k, &rows, &cols);
     for (int l = 0; l < c.n_layer; ++l) {
-      *mat_slot(m.layers[l], k) = make_view(blk(l, kMatNames[k]), DType::kF32, cols, rows,
-                                            cur.take(rows * cols * 4));
+      *mat_slot(m.layers[l], k) =
+          make_view(blk(l, kMatNames[k]), DType::kF32, cols, rows, cur.take(rows * cols * 4));
     }
   }
 }
@@ -229,8 +236,8 @@ Status load_v0(Model& m, const MappedFile& f, const Header& h) {
   }
   Cursor cur{f.bytes(), kV0HeaderBytes};
   const size_t nb = static_cast<size_t>(c.n_embd) * 4;
-  m.tok_embd = make_view("token_embd.weight", DType::kF32, c.n_embd, c.n_vocab,
-                         cur.take(nb * c.n_vocab));
+  m.tok_embd =
+      make_view("token_embd.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
   place_norms(m, cur, false);
   // wq, wk, wv, wo, then rms_ffn, then w1, w2, w3.
   for (int k = kWq; k <= kW3; ++k) {
@@ -243,14 +250,15 @@ Status load_v0(Model& m, const MappedFile& f, const Header& h) {
     int64_t rows, cols;
     mat_shape(c, k, &rows, &cols);
     for (int l = 0; l < c.n_layer; ++l) {
-      *mat_slot(m.layers[l], k) = make_view(blk(l, kMatNames[k]), DType::kF32, cols, rows,
-                                            cur.take(rows * cols * 4));
+      *mat_slot(m.layers[l], k) =
+          make_view(blk(l, kMatNames[k]), DType::kF32, cols, rows, cur.take(rows * cols * 4));
     }
   }
   m.output_norm = make_view("output_norm.weight", DType::kF32, c.n_embd, 1, cur.take(nb));
   cur.take(static_cast<size_t>(c.n_ctx_train) * c.head_dim * 4);  // freq_cis real + imag
   TensorView wcls;
-  if (!shared) wcls = make_view("output.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
+  if (!shared)
+    wcls = make_view("output.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
   set_output(m, shared, wcls);
   return Status::ok();
 }
@@ -266,18 +274,21 @@ Status load_v1(Model& m, const MappedFile& f, bool shared) {
   Cursor cur{f.bytes(), kV12HeaderBytes};
   place_norms(m, cur, true);
   const size_t nb = static_cast<size_t>(c.n_embd) * 4;
-  m.tok_embd = make_view("token_embd.weight", DType::kF32, c.n_embd, c.n_vocab,
-                         cur.take(nb * c.n_vocab));
+  m.tok_embd =
+      make_view("token_embd.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
   place_fp32_matrices(m, cur);
   TensorView wcls;
-  if (!shared) wcls = make_view("output.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
+  if (!shared)
+    wcls = make_view("output.weight", DType::kF32, c.n_embd, c.n_vocab, cur.take(nb * c.n_vocab));
   set_output(m, shared, wcls);
   return Status::ok();
 }
 
 // ---- Q8 layout (v2) --------------------------------------------------------------------------
 
-uint64_t q8_bytes(uint64_t n_elems) { return n_elems + n_elems / kGroupSize * 4; }
+uint64_t q8_bytes(uint64_t n_elems) {
+  return n_elems + n_elems / kGroupSize * 4;
+}
 
 // Converts one llama2.c Q8 tensor ([rows][cols] int8 values, then one fp32 scale per 32
 // consecutive elements of the flattened tensor).
@@ -428,9 +439,15 @@ Result<std::unique_ptr<Model>> load_llama2c(const std::string& path, const LoadO
   auto storage = std::make_shared<Llama2cStorage>();
   storage->file = std::move(file);
   switch (version) {
-    case 0: KV_RETURN_IF_ERROR(load_v0(*model, *storage->file, h)); break;
-    case 1: KV_RETURN_IF_ERROR(load_v1(*model, *storage->file, shared)); break;
-    default: KV_RETURN_IF_ERROR(load_v2(*model, *storage, shared, group_size)); break;
+    case 0:
+      KV_RETURN_IF_ERROR(load_v0(*model, *storage->file, h));
+      break;
+    case 1:
+      KV_RETURN_IF_ERROR(load_v1(*model, *storage->file, shared));
+      break;
+    default:
+      KV_RETURN_IF_ERROR(load_v2(*model, *storage, shared, group_size));
+      break;
   }
   model->storage = storage;
   KV_RETURN_IF_ERROR(attach_tokenizer(*model, opts));

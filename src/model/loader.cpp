@@ -93,8 +93,8 @@ Status read_rope_scaling(const GgufFile& g, const HparamReader& hp, ModelConfig&
   if (!(c.rope_scale_factor > 0)) {
     return corrupt(g.path() + ": " + hp.prefix() + "rope.scaling.factor must be positive");
   }
-  KV_RETURN_IF_ERROR(hp.get_opt("rope.scaling.original_context_length", 1, 1 << 30,
-                                &c.rope_orig_ctx));
+  KV_RETURN_IF_ERROR(
+      hp.get_opt("rope.scaling.original_context_length", 1, 1 << 30, &c.rope_orig_ctx));
   KV_RETURN_IF_ERROR(hp.get_f_opt("rope.scaling.low_freq_factor", &c.rope_low_freq_factor));
   KV_RETURN_IF_ERROR(hp.get_f_opt("rope.scaling.high_freq_factor", &c.rope_high_freq_factor));
   return Status::ok();
@@ -187,8 +187,8 @@ Status map_gguf_tensors(const GgufFile& g, Model& m) {
                    " dimensions, expected [n_embd, n_vocab]");
   }
   c.n_vocab = static_cast<int>(emb->ne[1]);
-  if (const GgufValue* vs = g.find(c.arch + ".vocab_size"); vs && vs->is_integer() &&
-                                                             vs->i != c.n_vocab) {
+  if (const GgufValue* vs = g.find(c.arch + ".vocab_size");
+      vs && vs->is_integer() && vs->i != c.n_vocab) {
     return corrupt(g.path() + ": " + c.arch + ".vocab_size " + std::to_string(vs->i) +
                    " != token_embd.weight rows " + std::to_string(c.n_vocab));
   }
@@ -269,9 +269,11 @@ size_t Model::weight_bytes() const {
 }
 
 DType Model::main_weight_type() const {
-  std::map<DType, size_t> bytes;
+  // Counted in elements: a type that holds most of the bytes also holds most of the elements
+  // when the rest is wider (f32), and llama2.c Q8 files with some f32 fallbacks read as q8_0.
+  std::map<DType, int64_t> elems;
   auto add = [&](const TensorView& t) {
-    if (t.present()) bytes[t.type] += t.n_bytes;
+    if (t.present()) elems[t.type] += t.n_elements();
   };
   add(tok_embd);
   if (output.data != tok_embd.data) add(output);
@@ -281,8 +283,8 @@ DType Model::main_weight_type() const {
     }
   }
   DType best = DType::kF32;
-  size_t best_n = 0;
-  for (const auto& [t, n] : bytes) {
+  int64_t best_n = 0;
+  for (const auto& [t, n] : elems) {
     if (n > best_n) best = t, best_n = n;
   }
   return best;

@@ -141,7 +141,7 @@ Status produce_tensor(const TensorSpec& t, uint64_t seed, size_t index,
   chunk.reserve(std::max(kChunk, rb));
   for (int64_t r = 0; r < rows; ++r) {
     for (float& x : src) {
-      x = t.fill == Fill::kOnes     ? 1.0f
+      x = t.fill == Fill::kOnes   ? 1.0f
           : t.fill == Fill::kBias ? rng.uniform(kBiasRange)
                                   : rng.uniform(kWeightRange);
     }
@@ -158,44 +158,56 @@ Status produce_tensor(const TensorSpec& t, uint64_t seed, size_t index,
 
 // ~300 common English words (TinyStories-flavoured), most common first.
 constexpr const char* kWords[] = {
-    "the", "and", "to", "a", "was", "he", "she", "it", "of", "in", "you", "said", "his", "her",
-    "they", "that", "with", "for", "on", "is", "not", "at", "but", "had", "one", "day", "all",
-    "so", "were", "we", "be", "have", "i", "are", "this", "from", "there", "what", "up", "out",
-    "as", "time", "very", "little", "big", "could", "go", "can", "do", "play", "saw", "happy",
-    "did", "then", "upon", "once", "mom", "dad", "friend", "friends", "named", "girl", "boy",
-    "lily", "tim", "ben", "sue", "sam", "tom", "anna", "max", "wanted", "went", "loved", "like",
-    "liked", "see", "look", "looked", "found", "made", "make", "came", "come", "get", "got",
-    "new", "good", "fun", "help", "helped", "toy", "toys", "ball", "tree", "park", "house",
-    "home", "dog", "cat", "bird", "fish", "sun", "sky", "water", "food", "cake", "red", "blue",
-    "green", "yellow", "small", "sad", "scared", "kind", "nice", "pretty", "together", "again",
-    "after", "before", "because", "when", "where", "who", "how", "why", "if", "or", "no", "yes",
-    "some", "many", "more", "about", "into", "over", "down", "away", "back", "around", "too",
-    "also", "just", "now", "only", "other", "their", "them", "him", "me", "my", "your", "our",
-    "us", "its", "an", "by", "will", "would", "should", "know", "knew", "think", "thought",
-    "feel", "felt", "want", "need", "take", "took", "give", "gave", "say", "tell", "told",
-    "ask", "asked", "run", "ran", "walk", "walked", "jump", "jumped", "eat", "ate", "sleep",
-    "smile", "smiled", "laugh", "laughed", "cry", "cried", "share", "learn", "learned", "keep",
-    "let", "put", "find", "try", "tried", "open", "close", "start", "stop", "turn", "show",
-    "hear", "heard", "live", "lived", "love", "hug", "hold", "bring", "sing", "song", "read",
-    "book", "school", "teacher", "world", "garden", "flower", "flowers", "car", "boat", "box",
-    "door", "room", "bed", "hand", "head", "eyes", "face", "heart", "name", "thing", "things",
-    "way", "place", "night", "morning", "long", "little", "first", "last", "best", "better",
-    "great", "old", "young", "every", "each", "never", "always", "something", "everyone",
-    "nothing", "people", "animals", "family", "mother", "father", "sister", "brother", "baby",
-    "man", "woman", "king", "queen", "magic", "dragon", "bear", "rabbit", "bunny", "duck",
-    "mouse", "lion", "frog", "forest", "river", "sea", "beach", "sand", "rain", "snow", "wind",
-    "cold", "hot", "warm", "soft", "fast", "slow", "high", "far", "near", "inside", "outside",
-    "under", "through", "than", "which", "while", "until", "today", "tomorrow", "story",
-    "adventure", "surprise", "idea", "special", "careful", "important", "beautiful", "funny",
-    "excited", "angry", "tired", "hungry", "brave", "strong", "shiny", "bright", "dark", "quiet",
-    "loud", "clean", "dirty", "people", "work", "worked", "thank", "thanks", "sorry", "please",
-    "hello", "goodbye", "picture", "paint", "draw", "color", "colors", "game", "games", "race",
-    "climb", "swim", "fly", "flew", "grow", "grew", "build", "built", "pick", "picked", "carry",
+    "the",     "and",       "to",        "a",         "was",     "he",        "she",      "it",
+    "of",      "in",        "you",       "said",      "his",     "her",       "they",     "that",
+    "with",    "for",       "on",        "is",        "not",     "at",        "but",      "had",
+    "one",     "day",       "all",       "so",        "were",    "we",        "be",       "have",
+    "i",       "are",       "this",      "from",      "there",   "what",      "up",       "out",
+    "as",      "time",      "very",      "little",    "big",     "could",     "go",       "can",
+    "do",      "play",      "saw",       "happy",     "did",     "then",      "upon",     "once",
+    "mom",     "dad",       "friend",    "friends",   "named",   "girl",      "boy",      "lily",
+    "tim",     "ben",       "sue",       "sam",       "tom",     "anna",      "max",      "wanted",
+    "went",    "loved",     "like",      "liked",     "see",     "look",      "looked",   "found",
+    "made",    "make",      "came",      "come",      "get",     "got",       "new",      "good",
+    "fun",     "help",      "helped",    "toy",       "toys",    "ball",      "tree",     "park",
+    "house",   "home",      "dog",       "cat",       "bird",    "fish",      "sun",      "sky",
+    "water",   "food",      "cake",      "red",       "blue",    "green",     "yellow",   "small",
+    "sad",     "scared",    "kind",      "nice",      "pretty",  "together",  "again",    "after",
+    "before",  "because",   "when",      "where",     "who",     "how",       "why",      "if",
+    "or",      "no",        "yes",       "some",      "many",    "more",      "about",    "into",
+    "over",    "down",      "away",      "back",      "around",  "too",       "also",     "just",
+    "now",     "only",      "other",     "their",     "them",    "him",       "me",       "my",
+    "your",    "our",       "us",        "its",       "an",      "by",        "will",     "would",
+    "should",  "know",      "knew",      "think",     "thought", "feel",      "felt",     "want",
+    "need",    "take",      "took",      "give",      "gave",    "say",       "tell",     "told",
+    "ask",     "asked",     "run",       "ran",       "walk",    "walked",    "jump",     "jumped",
+    "eat",     "ate",       "sleep",     "smile",     "smiled",  "laugh",     "laughed",  "cry",
+    "cried",   "share",     "learn",     "learned",   "keep",    "let",       "put",      "find",
+    "try",     "tried",     "open",      "close",     "start",   "stop",      "turn",     "show",
+    "hear",    "heard",     "live",      "lived",     "love",    "hug",       "hold",     "bring",
+    "sing",    "song",      "read",      "book",      "school",  "teacher",   "world",    "garden",
+    "flower",  "flowers",   "car",       "boat",      "box",     "door",      "room",     "bed",
+    "hand",    "head",      "eyes",      "face",      "heart",   "name",      "thing",    "things",
+    "way",     "place",     "night",     "morning",   "long",    "little",    "first",    "last",
+    "best",    "better",    "great",     "old",       "young",   "every",     "each",     "never",
+    "always",  "something", "everyone",  "nothing",   "people",  "animals",   "family",   "mother",
+    "father",  "sister",    "brother",   "baby",      "man",     "woman",     "king",     "queen",
+    "magic",   "dragon",    "bear",      "rabbit",    "bunny",   "duck",      "mouse",    "lion",
+    "frog",    "forest",    "river",     "sea",       "beach",   "sand",      "rain",     "snow",
+    "wind",    "cold",      "hot",       "warm",      "soft",    "fast",      "slow",     "high",
+    "far",     "near",      "inside",    "outside",   "under",   "through",   "than",     "which",
+    "while",   "until",     "today",     "tomorrow",  "story",   "adventure", "surprise", "idea",
+    "special", "careful",   "important", "beautiful", "funny",   "excited",   "angry",    "tired",
+    "hungry",  "brave",     "strong",    "shiny",     "bright",  "dark",      "quiet",    "loud",
+    "clean",   "dirty",     "people",    "work",      "worked",  "thank",     "thanks",   "sorry",
+    "please",  "hello",     "goodbye",   "picture",   "paint",   "draw",      "color",    "colors",
+    "game",    "games",     "race",      "climb",     "swim",    "fly",       "flew",     "grow",
+    "grew",    "build",     "built",     "pick",      "picked",  "carry",
 };
 
-constexpr const char* kSuffixes[] = {"s",   "ed",   "ing",  "ly",   "er",  "est", "tion",
+constexpr const char* kSuffixes[] = {"s",    "ed",   "ing",  "ly",   "er",   "est", "tion",
                                      "ness", "ment", "able", "ful",  "less", "y",   "en",
-                                     "es",  "ies",  "ight", "ould", "ain", "own", "ound"};
+                                     "es",   "ies",  "ight", "ould", "ain",  "own", "ound"};
 
 const char kSpace[] = "\xe2\x96\x81";  // U+2581, SentencePiece's word-boundary mark
 
@@ -259,8 +271,12 @@ SynthVocab synth_vocab(int n_vocab) {
   for (char ch = 0x21; ch < 0x7f; ++ch) pieces.add(std::string(1, ch));
   for (const char* w : kWords) {
     const std::string word = w;
+    std::string cap = word;
+    cap[0] = static_cast<char>(cap[0] - 'a' + 'A');  // sentence starts and names
     for (size_t k = 1; k <= word.size(); ++k) pieces.add(kSpace + word.substr(0, k));
     for (size_t k = 2; k <= word.size(); ++k) pieces.add(word.substr(0, k));
+    for (size_t k = 1; k <= cap.size(); ++k) pieces.add(kSpace + cap.substr(0, k));
+    for (size_t k = 1; k <= cap.size(); ++k) pieces.add(cap.substr(0, k));
   }
   for (const char* s : kSuffixes) {
     const std::string suf = s;

@@ -15,8 +15,8 @@
 namespace kvserve {
 
 struct SynthOptions {
-  std::string preset;          // one of synth_preset_names()
-  DType dtype = DType::kF32;   // 2-D weights and token embedding: f32, f16, bf16, q8_0, q4_0
+  std::string preset;         // one of synth_preset_names()
+  DType dtype = DType::kF32;  // 2-D weights and token embedding: f32, f16, bf16, q8_0, q4_0
   std::string out_path;
   uint64_t seed = 0;
 };

@@ -70,10 +70,19 @@ struct Layout {
 
 size_t scalar_bytes(uint32_t t) {
   switch (t) {
-    case 0: case 1: case 7: return 1;
-    case 2: case 3: return 2;
-    case 4: case 5: case 6: return 4;
-    default: return 8;  // 10, 11, 12
+    case 0:
+    case 1:
+    case 7:
+      return 1;
+    case 2:
+    case 3:
+      return 2;
+    case 4:
+    case 5:
+    case 6:
+      return 4;
+    default:
+      return 8;  // 10, 11, 12
   }
 }
 
@@ -139,7 +148,9 @@ struct Variant {
   std::vector<std::string> words;  // each must appear in the error message
 };
 
-Bytes truncated(const Bytes& b, size_t n) { return Bytes(b.begin(), b.begin() + n); }
+Bytes truncated(const Bytes& b, size_t n) {
+  return Bytes(b.begin(), b.begin() + n);
+}
 
 // Replaces a string in place by one of the same length.
 void rename(Bytes& b, size_t len_off, const std::string& to) {
@@ -163,13 +174,14 @@ std::vector<Variant> gguf_variants(const Bytes& orig) {
   v.push_back({"truncated_in_counts", truncated(orig, 20), {"truncated"}});
   const Layout::Kv& tokens = l.kv("tokenizer.ggml.tokens");
   v.push_back({"truncated_in_metadata", truncated(orig, tokens.value_off + 2000), {"truncated"}});
-  v.push_back({"truncated_in_key", truncated(orig, l.kv("llama.block_count").key_off + 12),
-               {"truncated"}});
-  v.push_back({"truncated_in_tensor_infos", truncated(orig, l.tensors[10].name_off + 5),
-               {"truncated"}});
+  v.push_back(
+      {"truncated_in_key", truncated(orig, l.kv("llama.block_count").key_off + 12), {"truncated"}});
+  v.push_back(
+      {"truncated_in_tensor_infos", truncated(orig, l.tensors[10].name_off + 5), {"truncated"}});
   v.push_back({"truncated_before_data", truncated(orig, l.header_end), {"truncated"}});
   v.push_back({"truncated_in_data", truncated(orig, l.data_begin + 300000), {"truncated"}});
-  v.push_back({"truncated_last_byte", truncated(orig, orig.size() - 1),
+  v.push_back({"truncated_last_byte",
+               truncated(orig, orig.size() - 1),
                {"truncated", l.tensors.back().name}});
   v.push_back({"zero_bytes", {}, {"empty"}});
 
@@ -190,35 +202,28 @@ std::vector<Variant> gguf_variants(const Bytes& orig) {
   patched("array_length_max", {"tokenizer.ggml.scores"}, [&](Bytes& b) {
     put<uint64_t>(b, l.kv("tokenizer.ggml.scores").value_off + 4, ~uint64_t{0});
   });
-  patched("nested_array", {"tokenizer.ggml.token_type", "nested"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.kv("tokenizer.ggml.token_type").value_off, 9);
-  });
+  patched("nested_array", {"tokenizer.ggml.token_type", "nested"},
+          [&](Bytes& b) { put<uint32_t>(b, l.kv("tokenizer.ggml.token_type").value_off, 9); });
   patched("unknown_value_type", {"llama.block_count", "value type"},
           [&](Bytes& b) { put<uint32_t>(b, l.kv("llama.block_count").type_off, 13); });
-  patched("unknown_array_elem_type", {"tokenizer.ggml.scores", "element type"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.kv("tokenizer.ggml.scores").value_off, 77);
-  });
+  patched("unknown_array_elem_type", {"tokenizer.ggml.scores", "element type"},
+          [&](Bytes& b) { put<uint32_t>(b, l.kv("tokenizer.ggml.scores").value_off, 77); });
   patched("duplicate_key", {"duplicate", "tokenizer.ggml.eos_token_id"}, [&](Bytes& b) {
     rename(b, l.kv("tokenizer.ggml.bos_token_id").key_off, "tokenizer.ggml.eos_token_id");
   });
-  patched("missing_key_block_count", {"llama.block_count"}, [&](Bytes& b) {
-    rename(b, l.kv("llama.block_count").key_off, "llama.block_coun_");
-  });
+  patched("missing_key_block_count", {"llama.block_count"},
+          [&](Bytes& b) { rename(b, l.kv("llama.block_count").key_off, "llama.block_coun_"); });
   patched("missing_key_architecture", {"general.architecture"}, [&](Bytes& b) {
     rename(b, l.kv("general.architecture").key_off, "general.architectur_");
   });
-  patched("unknown_architecture", {"llamX", "architecture"}, [&](Bytes& b) {
-    rename(b, l.kv("general.architecture").value_off, "llamX");
-  });
-  patched("block_count_zero", {"llama.block_count"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.kv("llama.block_count").value_off, 0);
-  });
-  patched("block_count_too_high", {"blk.5.attn_norm.weight"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.kv("llama.block_count").value_off, 6);
-  });
-  patched("heads_not_multiple_of_kv_heads", {"head_count"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.kv("llama.attention.head_count_kv").value_off, 3);
-  });
+  patched("unknown_architecture", {"llamX", "architecture"},
+          [&](Bytes& b) { rename(b, l.kv("general.architecture").value_off, "llamX"); });
+  patched("block_count_zero", {"llama.block_count"},
+          [&](Bytes& b) { put<uint32_t>(b, l.kv("llama.block_count").value_off, 0); });
+  patched("block_count_too_high", {"blk.5.attn_norm.weight"},
+          [&](Bytes& b) { put<uint32_t>(b, l.kv("llama.block_count").value_off, 6); });
+  patched("heads_not_multiple_of_kv_heads", {"head_count"},
+          [&](Bytes& b) { put<uint32_t>(b, l.kv("llama.attention.head_count_kv").value_off, 3); });
   patched("unknown_tensor_type", {"unknown tensor type 13", "token_embd.weight"},
           [&](Bytes& b) { put<uint32_t>(b, l.tensor("token_embd.weight").type_off, 13); });
   patched("tensor_type_1000", {"unknown tensor type 1000", "blk.2.attn_v.weight"},
@@ -226,12 +231,10 @@ std::vector<Variant> gguf_variants(const Bytes& orig) {
   patched("not_block_multiple", {"blk.0.ffn_down.weight", "block size"}, [&](Bytes& b) {
     put<uint32_t>(b, l.tensor("blk.0.ffn_down.weight").type_off, 8);  // q8_0, ne[0] = 172
   });
-  patched("norm_not_f32", {"output_norm.weight", "f32"}, [&](Bytes& b) {
-    put<uint32_t>(b, l.tensor("output_norm.weight").type_off, 1);
-  });
-  patched("offset_out_of_bounds", {"blk.4.ffn_norm.weight", "out of bounds"}, [&](Bytes& b) {
-    put<uint64_t>(b, l.tensor("blk.4.ffn_norm.weight").offset_off, k2_40);
-  });
+  patched("norm_not_f32", {"output_norm.weight", "f32"},
+          [&](Bytes& b) { put<uint32_t>(b, l.tensor("output_norm.weight").type_off, 1); });
+  patched("offset_out_of_bounds", {"blk.4.ffn_norm.weight", "out of bounds"},
+          [&](Bytes& b) { put<uint64_t>(b, l.tensor("blk.4.ffn_norm.weight").offset_off, k2_40); });
   patched("offset_wraps_around", {"blk.1.attn_q.weight", "out of bounds"}, [&](Bytes& b) {
     put<uint64_t>(b, l.tensor("blk.1.attn_q.weight").offset_off, ~uint64_t{31});
   });

@@ -188,8 +188,8 @@ struct TensorCase {
 
 void check_tensor_round_trip(uint32_t alignment) {
   const std::vector<TensorCase> cases = {
-      {"f32", DType::kF32, {5, 3}},        {"f16", DType::kF16, {7}},
-      {"bf16", DType::kBF16, {3, 2, 2}},   {"q8_0", DType::kQ8_0, {64, 3}},
+      {"f32", DType::kF32, {5, 3}},          {"f16", DType::kF16, {7}},
+      {"bf16", DType::kBF16, {3, 2, 2}},     {"q8_0", DType::kQ8_0, {64, 3}},
       {"q4_0", DType::kQ4_0, {32, 1, 2, 2}}, {"q4_k", DType::kQ4_K, {256, 2}},
       {"q6_k", DType::kQ6_K, {512}},
   };
@@ -200,8 +200,8 @@ void check_tensor_round_trip(uint32_t alignment) {
   for (size_t i = 0; i < cases.size(); ++i) {
     size_t rows = 1;
     for (size_t d = 1; d < cases[i].dims.size(); ++d) rows *= cases[i].dims[d];
-    datas.push_back(pattern_bytes(row_bytes(cases[i].type, cases[i].dims[0]) * rows,
-                                  static_cast<uint8_t>(i)));
+    datas.push_back(
+        pattern_bytes(row_bytes(cases[i].type, cases[i].dims[0]) * rows, static_cast<uint8_t>(i)));
     w.add_tensor(cases[i].name, cases[i].type, cases[i].dims, datas.back());
   }
   TempDir dir;
@@ -229,9 +229,15 @@ void check_tensor_round_trip(uint32_t alignment) {
   }
 }
 
-TEST(GgufTest, RoundTripTensorsDefaultAlignment) { check_tensor_round_trip(32); }
-TEST(GgufTest, RoundTripTensorsAlignment64) { check_tensor_round_trip(64); }
-TEST(GgufTest, RoundTripTensorsAlignment8) { check_tensor_round_trip(8); }
+TEST(GgufTest, RoundTripTensorsDefaultAlignment) {
+  check_tensor_round_trip(32);
+}
+TEST(GgufTest, RoundTripTensorsAlignment64) {
+  check_tensor_round_trip(64);
+}
+TEST(GgufTest, RoundTripTensorsAlignment8) {
+  check_tensor_round_trip(8);
+}
 
 TEST(GgufTest, StreamingWriteMatchesSerialize) {
   GgufWriter direct, streamed;
@@ -252,9 +258,8 @@ TEST(GgufTest, StreamingWriteMatchesSerialize) {
   EXPECT_EQ(test::read_file_bytes(path), direct.serialize());
 
   // A producer that writes the wrong number of bytes is an error and leaves no file.
-  st = streamed.write_streaming(path, [&](size_t, const GgufWriter::ByteSink& sink) {
-    return sink(b.data(), 3);
-  });
+  st = streamed.write_streaming(
+      path, [&](size_t, const GgufWriter::ByteSink& sink) { return sink(b.data(), 3); });
   EXPECT_FALSE(st.is_ok());
   EXPECT_FALSE(std::filesystem::exists(path));
 }
@@ -348,7 +353,8 @@ TEST(GgufTest, TiedOutputSharesTokenEmbedding) {
     ASSERT_TRUE(model.output.present());
     EXPECT_EQ(model.output.data == model.tok_embd.data, tied);
     const size_t emb = 32 * 16 * 4;
-    EXPECT_EQ(model.weight_bytes(), (tied ? emb : 2 * emb) + 4 * (32 * 3 + 32 * 32 * 2 + 32 * 16 * 2 + 32 * 64 * 3));
+    EXPECT_EQ(model.weight_bytes(),
+              (tied ? emb : 2 * emb) + 4 * (32 * 3 + 32 * 32 * 2 + 32 * 16 * 2 + 32 * 64 * 3));
     EXPECT_EQ(model.main_weight_type(), DType::kF32);
   }
 }

@@ -17,7 +17,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string s260(const std::string& f) { return test::shared_model_path("stories260K/" + f); }
+std::string s260(const std::string& f) {
+  return test::shared_model_path("stories260K/" + f);
+}
 
 std::unique_ptr<Model> must_load(const std::string& path, const LoadOptions& opts = {}) {
   auto m = load_model(path, opts);
@@ -71,9 +73,15 @@ std::vector<std::pair<const TensorView*, const TensorView*>> all_weights(const M
       {&a.tok_embd, &b.tok_embd}, {&a.output_norm, &b.output_norm}, {&a.output, &b.output}};
   for (size_t l = 0; l < a.layers.size(); ++l) {
     const LayerWeights &x = a.layers[l], &y = b.layers[l];
-    for (auto p : {std::pair{&x.attn_norm, &y.attn_norm}, {&x.wq, &y.wq}, {&x.wk, &y.wk},
-                   {&x.wv, &y.wv}, {&x.wo, &y.wo}, {&x.ffn_norm, &y.ffn_norm},
-                   {&x.w_gate, &y.w_gate}, {&x.w_up, &y.w_up}, {&x.w_down, &y.w_down}}) {
+    for (auto p : {std::pair{&x.attn_norm, &y.attn_norm},
+                   {&x.wq, &y.wq},
+                   {&x.wk, &y.wk},
+                   {&x.wv, &y.wv},
+                   {&x.wo, &y.wo},
+                   {&x.ffn_norm, &y.ffn_norm},
+                   {&x.w_gate, &y.w_gate},
+                   {&x.w_up, &y.w_up},
+                   {&x.w_down, &y.w_down}}) {
       v.push_back(p);
     }
   }
@@ -88,7 +96,7 @@ TEST(LoaderTest, Stories260KGguf) {
   expect_stories260k_config(m->config);
   EXPECT_EQ(m->format, "gguf");
   EXPECT_EQ(m->path, path);
-  EXPECT_EQ(m->config.n_ctx_train, 2048);  // the file's metadata (trained at 512)
+  EXPECT_EQ(m->config.n_ctx_train, 2048);   // the file's metadata (trained at 512)
   EXPECT_FALSE(m->config.tied_embeddings);  // the file has its own output.weight
   EXPECT_NE(m->output.data, m->tok_embd.data);
   ASSERT_EQ(m->layers.size(), 5u);
@@ -311,7 +319,8 @@ GgufWriter tiny(const std::string& arch, bool bias, DType bias_type = DType::kF3
   w.add_tensor("blk.0.attn_k.weight", DType::kF32, {d, kv}, f32(d * kv));
   w.add_tensor("blk.0.attn_v.weight", DType::kF32, {d, kv}, f32(d * kv));
   if (bias) {
-    w.add_tensor("blk.0.attn_q.bias", bias_type, {d}, std::vector<uint8_t>(row_bytes(bias_type, d)));
+    w.add_tensor("blk.0.attn_q.bias", bias_type, {d},
+                 std::vector<uint8_t>(row_bytes(bias_type, d)));
     w.add_tensor("blk.0.attn_k.bias", DType::kF32, {kv}, f32(kv));
     w.add_tensor("blk.0.attn_v.bias", DType::kF32, {kv}, f32(kv));
   }

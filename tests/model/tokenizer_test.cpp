@@ -18,20 +18,16 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_spm.h"
+#include "test_util.h"
 
 namespace kvserve {
 namespace {
 
 std::string models_dir() {
-  return KVSERVE_SHARED_MODELS;
+  return test::shared_models_dir();
 }
 
-#define REQUIRE_FILE(path)                                                                     \
-  do {                                                                                         \
-    if (!std::filesystem::exists(path)) {                                                      \
-      GTEST_SKIP() << "../shared/models not found: " << models_dir() << " (" << (path) << ")"; \
-    }                                                                                          \
-  } while (0)
+#define REQUIRE_FILE(path) KV_REQUIRE_SHARED_FILE(path)
 
 std::string tok512_path() {
   return models_dir() + "/stories260K/tok512.bin";

@@ -1,0 +1,172 @@
+// End-to-end: the real kvserve binary, its output and exit codes.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace kvserve {
+namespace {
+
+struct Proc {
+  int rc;
+  std::string out;  // stdout and stderr together when merge_stderr
+};
+
+Proc run_kvserve(const std::string& args, bool merge_stderr = true, const std::string& env = "") {
+  const std::string cmd =
+      env + " " + KVSERVE_BINARY + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  Proc p{-1, ""};
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return p;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) p.out.append(buf.data(), n);
+  const int status = pclose(f);
+  p.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return p;
+}
+
+std::string stories(const std::string& file) {
+  return test::shared_model_path("stories260K/" + file);
+}
+
+TEST(Cli, GenerateJsonOnStories260K) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  Proc p = run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 12 --temp 0 --json", false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  auto j = nlohmann::json::parse(p.out);
+  EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 403, 407, 261, 378}));
+  EXPECT_EQ(j["tokens"].size(), 12u);
+  EXPECT_EQ(j["text"].get<std::string>().substr(0, 20), ", there was a little");
+  for (const char* k : {"prefill_ms", "decode_ms", "decode_tokens_per_s"}) EXPECT_TRUE(j["timings"].contains(k)) << k;
+  EXPECT_EQ(j["kv"]["block_size"], 16);
+  EXPECT_EQ(j["kv"]["blocks_used_peak"], 1);  // 5 + 11 positions computed: the last token is never fed back
+  EXPECT_EQ(j["kv"]["bytes_per_token"], 640);  // 2 * 5 layers * 4 kv heads * 8 * f16
+  EXPECT_GT(j["kv"]["blocks_total"].get<int>(), 2);
+
+  // --no-kv-cache gives the same tokens; a different block size too.
+  Proc q = run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 12 --temp 0 --json --no-kv-cache --block-size 1", false);
+  ASSERT_EQ(q.rc, 0) << q.out;
+  EXPECT_EQ(nlohmann::json::parse(q.out)["tokens"], j["tokens"]);
+}
+
+TEST(Cli, GenerateTextReproducesRunCReference) {
+  const std::string model = stories("stories260K.bin");
+  KV_REQUIRE_SHARED_FILE(model);
+  Proc p = run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 252 --temp 0", false);
+  ASSERT_EQ(p.rc, 0);
+  std::ifstream in(stories("reference_greedy_fp32_run.c.txt"), std::ios::binary);
+  std::stringstream ref;
+  ref << in.rdbuf();
+  EXPECT_EQ(p.out, ref.str());
+}
+
+TEST(Cli, PromptTokensUsedExactlyAndSeedReproduces) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  const std::string args = "generate -m " + model + " --prompt-tokens 5,6,7 -n 10 --temp 1.0 --seed 11 --json";
+  Proc a = run_kvserve(args, false), b = run_kvserve(args, false);
+  ASSERT_EQ(a.rc, 0) << a.out;
+  auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
+  EXPECT_EQ(ja["prompt_tokens"], nlohmann::json({5, 6, 7}));
+  EXPECT_EQ(ja["tokens"], jb["tokens"]);
+}
+
+TEST(Cli, DemoModelWhenNoModelGiven) {
+  test::TempDir cache;
+  const std::string env = "XDG_CACHE_HOME=" + cache.path();
+  Proc p = run_kvserve("generate -p 'Hello world' -n 4 --temp 0 --json", true, env);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  EXPECT_NE(p.out.find("built-in demo model"), std::string::npos);
+  const auto brace = p.out.find('{');
+  ASSERT_NE(brace, std::string::npos);
+  auto j = nlohmann::json::parse(p.out.substr(brace));
+  EXPECT_EQ(j["tokens"].size(), 4u);
+  // Second use: the file is reused, not rewritten, and gives the same tokens.
+  Proc q = run_kvserve("generate -p 'Hello world' -n 4 --temp 0 --json", true, env);
+  ASSERT_EQ(q.rc, 0);
+  EXPECT_EQ(q.out.find("writing the built-in"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(q.out.substr(q.out.find('{')))["tokens"], j["tokens"]);
+}
+
+TEST(Cli, ClearErrorsWithNonZeroExit) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"generate -m /nonexistent/model.gguf -p hi", "/nonexistent/model.gguf"},
+      {"generate -m " + model, "exactly one of -p"},
+      {"generate -m " + model + " -p hi --prompt-tokens 1,2", "exactly one of -p"},
+      {"generate -m " + model + " --prompt-tokens 1,x", "not a token id"},
+      {"generate -m " + model + " --prompt-tokens 1,99999", "out of range"},
+      {"generate -m " + model + " -p hi --kv-type q9", "--kv-type"},
+      {"generate -m " + model + " -p hi --kv-budget 10", "smaller than one block"},
+      {"generate -m " + model + " -p hi --kv-budget 1XB", "unknown size unit"},
+      {"generate -m " + model + " -p hi --block-size 0", "block-size must be in [1, 256]"},
+      {"generate -m " + model + " -p 'one two three four five six' --ctx 4", "more than the context"},
+      {"generate -m " + model + " -p hi -n 40 --kv-blocks 1 --ignore-eos --temp 0", "KV cache full"},
+      {"generate -m " + model + " -p hi --temp -1", "temperature"},
+      {"kv-size --layers 2", "--kv-heads"},
+      {"synth --preset nope --dtype f16 -o /tmp/x.gguf", "nope"},
+  };
+  for (const Case& c : cases) {
+    Proc p = run_kvserve(c.args);
+    EXPECT_NE(p.rc, 0) << c.args;
+    EXPECT_NE(p.out.find(c.expect), std::string::npos) << c.args << "\n" << p.out;
+    EXPECT_EQ(p.out.find("invariant failed"), std::string::npos) << p.out;
+  }
+}
+
+TEST(Cli, KvSizeFormula) {
+  Proc p = run_kvserve("kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --batch 4 --memory 8GiB --json", false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  auto j = nlohmann::json::parse(p.out);
+  EXPECT_EQ(j["bytes_per_token"], 131072.0);
+  EXPECT_EQ(j["bytes_per_request"], 131072.0 * 8192);
+  EXPECT_EQ(j["bytes_total"], 4.0 * 131072 * 8192);
+  EXPECT_EQ(j["requests_fit"], 8);
+  Proc t = run_kvserve("kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --memory 8GiB", false);
+  EXPECT_NE(t.out.find("fits           8 requests of 8192 tokens"), std::string::npos) << t.out;
+}
+
+TEST(Cli, KvSizeAndInspectFromModelFile) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  Proc p = run_kvserve("kv-size -m " + model + " --ctx 512 --kv-type f32 --json", false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  EXPECT_EQ(nlohmann::json::parse(p.out)["bytes_per_token"], 1280.0);  // 2*5*4*8*4
+  Proc i = run_kvserve("inspect -m " + model + " --json", false);
+  ASSERT_EQ(i.rc, 0) << i.out;
+  auto j = nlohmann::json::parse(i.out);
+  EXPECT_EQ(j["arch"], "llama");
+  EXPECT_EQ(j["n_layer"], 5);
+  EXPECT_EQ(j["n_head_kv"], 4);
+  EXPECT_EQ(j["kv_bytes_per_token"]["f16"], 640.0);
+  EXPECT_EQ(j["tokenizer"]["n_vocab"], 512);
+}
+
+TEST(Cli, SynthListsPresetsAndWritesLoadableModel) {
+  Proc l = run_kvserve("synth --list", false);
+  ASSERT_EQ(l.rc, 0);
+  for (const char* p : {"stories15m", "smollm-135m", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3-8b"})
+    EXPECT_NE(l.out.find(p), std::string::npos) << p;
+  test::TempDir dir;
+  const std::string out = dir.file("q.gguf");
+  Proc s = run_kvserve("synth --preset demo --dtype q4_0 -o " + out);
+  ASSERT_EQ(s.rc, 0) << s.out;
+  Proc g = run_kvserve("generate -m " + out + " -p 'a b c' -n 3 --temp 0 --json", false);
+  ASSERT_EQ(g.rc, 0) << g.out;
+  EXPECT_EQ(nlohmann::json::parse(g.out)["tokens"].size(), 3u);
+}
+
+}  // namespace
+}  // namespace kvserve
