@@ -16,6 +16,7 @@ const CpuFeatures& cpu_features() {
     c.avx512f = __builtin_cpu_supports("avx512f");
     c.avx512bw = __builtin_cpu_supports("avx512bw");
     c.avx512vl = __builtin_cpu_supports("avx512vl");
+    c.avx512dq = __builtin_cpu_supports("avx512dq");
     c.avx512vnni = __builtin_cpu_supports("avx512vnni");
     c.avx512bf16 = __builtin_cpu_supports("avx512bf16");
 #endif
@@ -29,7 +30,7 @@ CpuLevel cpu_level() {
     const CpuFeatures& f = cpu_features();
     CpuLevel best = CpuLevel::kScalar;
     if (f.avx2 && f.fma && f.f16c) best = CpuLevel::kAvx2;
-    if (best == CpuLevel::kAvx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni)
+    if (best == CpuLevel::kAvx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni)
       best = CpuLevel::kAvx512;
     if (const char* env = std::getenv("KVSERVE_CPU")) {
       CpuLevel cap = best;
