@@ -1,80 +1,141 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <limits>
 
-#include "kernels/ops.h"
 #include "kernels/attention_impl.h"
 
 namespace kvserve::kernels {
 
 namespace {
 
+// Contexts are cut into partitions of this many positions; each (query, kv head, partition) is
+// one task, and partitions are merged in order afterwards. The cut depends only on the context
+// length, never on the thread count, so results are the same however the work is spread.
+constexpr int kPartition = 256;
+
 struct Task {
-  int seq;  // index into seqs
-  int i;    // query index within the chunk
-  int g;    // kv head
+  int seq;   // index into seqs
+  int i;     // query index within the chunk
+  int g;     // kv head
+  int part;  // partition index
 };
 
-thread_local std::vector<float> t_scores;  // [n_gqa][n_ctx], reused across calls
+// Per-task partial results: m (max score) and l (sum of exp) per query head, and the
+// unnormalised output o = sum exp(s - m) * v.
+struct Partials {
+  std::vector<float> m, l;  // [n_tasks][n_gqa]
+  std::vector<float> o;     // [n_tasks][n_gqa][hd]
+};
 
-void attend_one(const AttnTileFns& fns, const float* q, const AttentionSeq& s, int i, int g,
-                const KvStorage& kv, int layer, int n_head, float scale, float* out) {
+thread_local std::vector<float> t_scores;  // [n_gqa][kPartition]
+
+void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq& s, const Task& k,
+                      const KvStorage& kv, int layer, int n_head, float scale, float* m_out,
+                      float* l_out, float* o_out) {
   const KvLayout& L = kv.layout();
   const int hd = L.head_dim, bs = L.block_size, n_gqa = n_head / L.n_head_kv;
-  const int n_ctx = s.pos0 + i + 1;
-  const int row = s.row0 + i;
-  std::vector<float>& scores = t_scores;
-  scores.resize(static_cast<size_t>(n_gqa) * n_ctx);
+  const int n_ctx = s.pos0 + k.i + 1;
+  const int t_begin = k.part * kPartition, t_end = std::min(n_ctx, t_begin + kPartition);
+  const int n = t_end - t_begin;
+  const size_t row_bytes = static_cast<size_t>(hd) * (L.type == DType::kF32 ? 4 : 2);
+  std::vector<float>& sc = t_scores;
+  sc.resize(static_cast<size_t>(n_gqa) * kPartition);
   // The n_gqa query heads that share kv head g: [n_gqa][hd].
-  const float* qrow = q + (static_cast<size_t>(row) * n_head + g * n_gqa) * hd;
-  float* orow = out + (static_cast<size_t>(row) * n_head + g * n_gqa) * hd;
+  const float* qg = q + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
 
-  for (int t0 = 0; t0 < n_ctx; t0 += bs) {
-    const int n = std::min(bs, n_ctx - t0);
-    const uint8_t* k = kv.k_tile(layer, s.table->blocks[t0 / bs], g);
-    for (int h = 0; h < n_gqa; ++h) {
-      fns.scores(qrow + h * hd, k, L.type, n, hd, scale, scores.data() + static_cast<size_t>(h) * n_ctx + t0);
+  // Runs of consecutive positions that lie in one block.
+  auto for_runs = [&](auto&& fn) {
+    for (int t = t_begin; t < t_end;) {
+      const int off = t % bs, len = std::min(bs - off, t_end - t);
+      fn(s.table->blocks[t / bs], off, t - t_begin, len);
+      t += len;
     }
-  }
+  };
+  for_runs([&](BlockId b, int off, int at, int len) {
+    fns.scores(qg, n_gqa, kv.k_tile(layer, b, k.g) + off * row_bytes, L.type, len, hd, scale,
+               sc.data() + at, kPartition);
+  });
   for (int h = 0; h < n_gqa; ++h) {
-    softmax(scores.data() + static_cast<size_t>(h) * n_ctx, n_ctx);
-    std::fill(orow + h * hd, orow + (h + 1) * hd, 0.0f);
+    float* sh = sc.data() + static_cast<size_t>(h) * kPartition;
+    const float m = *std::max_element(sh, sh + n);
+    m_out[h] = m;
+    l_out[h] = fns.exp_sum(sh, n, m);
   }
-  for (int t0 = 0; t0 < n_ctx; t0 += bs) {
-    const int n = std::min(bs, n_ctx - t0);
-    const uint8_t* v = kv.v_tile(layer, s.table->blocks[t0 / bs], g);
-    for (int h = 0; h < n_gqa; ++h) {
-      fns.accum(scores.data() + static_cast<size_t>(h) * n_ctx + t0, v, L.type, n, hd, orow + h * hd);
-    }
-  }
+  std::fill(o_out, o_out + static_cast<size_t>(n_gqa) * hd, 0.0f);
+  for_runs([&](BlockId b, int off, int at, int len) {
+    fns.accum(sc.data() + at, kPartition, n_gqa, kv.v_tile(layer, b, k.g) + off * row_bytes,
+              L.type, len, hd, o_out);
+  });
 }
 
 }  // namespace
 
 void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, const KvStorage& kv,
                      int layer, int n_head, float scale, float* out, ThreadPool& pool) {
+  const KvLayout& L = kv.layout();
+  const int n_kv = L.n_head_kv, hd = L.head_dim, n_gqa = n_head / n_kv;
   std::vector<Task> tasks;
-  const int n_kv = kv.layout().n_head_kv;
   for (int s = 0; s < static_cast<int>(seqs.size()); ++s) {
     for (int i = 0; i < seqs[s].n_q; ++i) {
-      for (int g = 0; g < n_kv; ++g) tasks.push_back({s, i, g});
+      const int n_parts = (seqs[s].pos0 + i + 1 + kPartition - 1) / kPartition;
+      for (int g = 0; g < n_kv; ++g) {
+        for (int p = 0; p < n_parts; ++p) tasks.push_back({s, i, g, p});
+      }
     }
   }
-  // Causal queries grow in cost along the chunk, so tasks are dealt out round-robin rather
-  // than in contiguous ranges.
-  const int64_t n_tasks = static_cast<int64_t>(tasks.size());
-  const AttnTileFns& fns = attn_tile_fns(cpu_level(), kv.layout().head_dim);
-  auto work = [&](int ith, int nth) {
-    for (int64_t t = ith; t < n_tasks; t += nth) {
+  const AttnTileFns& fns = attn_tile_fns(cpu_level(), hd);
+  // The calling thread's buffers; workers reach them through this reference (a thread_local
+  // named inside the lambda would be each worker's own).
+  thread_local Partials t_part;
+  Partials& part = t_part;
+  const size_t n_tasks = tasks.size();
+  part.m.resize(n_tasks * n_gqa);
+  part.l.resize(n_tasks * n_gqa);
+  part.o.resize(n_tasks * n_gqa * hd);
+
+  // Tasks differ in cost (causal rows, the last partition is partial): hand them out
+  // dynamically.
+  std::atomic<size_t> next{0};
+  auto work = [&](int, int) {
+    for (size_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const Task& k = tasks[t];
-      attend_one(fns, q, seqs[k.seq], k.i, k.g, kv, layer, n_head, scale, out);
+      attend_partition(fns, q, seqs[k.seq], k, kv, layer, n_head, scale, &part.m[t * n_gqa],
+                       &part.l[t * n_gqa], &part.o[t * n_gqa * hd]);
     }
   };
   if (n_tasks == 1) {
     work(0, 1);
   } else {
     pool.run(work);
+  }
+
+  // Merge the partitions of each (query, kv head), in partition order:
+  // out = sum_p o_p e^(m_p - M) / sum_p l_p e^(m_p - M).
+  for (size_t t0 = 0; t0 < n_tasks;) {
+    size_t t1 = t0 + 1;
+    while (t1 < n_tasks && tasks[t1].part != 0) ++t1;
+    const Task& k = tasks[t0];
+    const AttentionSeq& s = seqs[k.seq];
+    float* og = out + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
+    for (int h = 0; h < n_gqa; ++h) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (size_t t = t0; t < t1; ++t) mx = std::max(mx, part.m[t * n_gqa + h]);
+      float denom = 0;
+      float* oh = og + static_cast<size_t>(h) * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      for (size_t t = t0; t < t1; ++t) {
+        const float w = std::exp(part.m[t * n_gqa + h] - mx);
+        denom += part.l[t * n_gqa + h] * w;
+        const float* o = &part.o[(t * n_gqa + h) * hd];
+        for (int e = 0; e < hd; ++e) oh[e] += o[e] * w;
+      }
+      const float inv = 1.0f / denom;
+      for (int e = 0; e < hd; ++e) oh[e] *= inv;
+    }
+    t0 = t1;
   }
 }
 

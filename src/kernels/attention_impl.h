@@ -1,5 +1,6 @@
-// Per-ISA inner loops of the paged attention kernel: one K or V tile ([n][head_dim], the
-// storage type) against f32 queries. Internal to kernels/attention.cpp and its tests.
+// Per-ISA inner loops of the paged attention kernel. They work on runs of K or V rows
+// ([n][head_dim] in the storage type) for the n_gqa query heads that share one kv head, so each
+// row is loaded and converted once per group. Internal to kernels/attention.cpp and its tests.
 #pragma once
 
 #include <cstdint>
@@ -10,11 +11,15 @@
 namespace kvserve::kernels {
 
 struct AttnTileFns {
-  // scores[t] = scale * dot(q, K[t]) for t in [0, n)
-  void (*scores)(const float* q, const uint8_t* k, DType type, int n, int hd, float scale,
-                 float* scores);
-  // out[e] += sum over t in [0, n) of p[t] * V[t][e], t ascending for every e
-  void (*accum)(const float* p, const uint8_t* v, DType type, int n, int hd, float* out);
+  // s[h * s_stride + t] = scale * dot(q[h], K[t]) for h in [0, n_gqa), t in [0, n).
+  // q: [n_gqa][hd] f32.
+  void (*scores)(const float* q, int n_gqa, const uint8_t* k, DType type, int n, int hd,
+                 float scale, float* s, int s_stride);
+  // out[h][e] += sum over t in [0, n), ascending, of p[h * p_stride + t] * V[t][e].
+  void (*accum)(const float* p, int p_stride, int n_gqa, const uint8_t* v, DType type, int n,
+                int hd, float* out);
+  // x[i] = exp(x[i] - m) for i in [0, n); returns the sum of the results (fixed order).
+  float (*exp_sum)(float* x, int n, float m);
 };
 
 // The fastest tile functions usable for head_dim on this CPU (capped at `level`). The choice

@@ -1,0 +1,147 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/assert.h"
+
+namespace kvserve {
+
+Scheduler::Scheduler(KvCacheManager& kv, const SchedulerOptions& opts) : kv_(kv), opts_(opts) {
+  const int total = kv_.pool().n_blocks_total();
+  watermark_blocks_ = std::max(1, static_cast<int>(std::ceil(opts_.watermark * total)));
+  if (watermark_blocks_ >= total) watermark_blocks_ = 0;  // tiny caches: no headroom to spare
+}
+
+void Scheduler::add(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
+
+std::vector<Sequence*> Scheduler::all() const {
+  std::vector<Sequence*> v;
+  for (const auto& s : running_) v.push_back(s.get());
+  for (const auto& s : waiting_) v.push_back(s.get());
+  return v;
+}
+
+Sequence* Scheduler::take_unfittable() { return unfittable_.get(); }
+
+int Scheduler::pending_blocks() const {
+  int n = 0;
+  for (const auto& s : running_) n += kv_.blocks_needed(s->id, s->n_known());
+  return n;
+}
+
+bool Scheduler::may_admit(const Sequence& seq) const {
+  if (opts_.kind == SchedulerKind::kContinuous || seq.n_preemptions > 0) return true;
+  // Static: a new batch starts only in an empty engine, once it is full or has waited enough.
+  if (!running_.empty()) return false;
+  const auto age = Clock::now() - waiting_.front()->request->arrival;
+  return static_cast<int>(waiting_.size()) >= opts_.max_seqs ||
+         age >= std::chrono::milliseconds(opts_.static_wait_ms);
+}
+
+void Scheduler::admit() {
+  if (unfittable_) return;  // the engine finishes it first
+  int pending = pending_blocks();
+  bool opened = false;  // static: the batch being formed in this call
+  while (!waiting_.empty() && n_running() < opts_.max_seqs) {
+    Sequence& s = *waiting_.front();
+    if (!opened && !may_admit(s)) break;
+    opened = opts_.kind == SchedulerKind::kStatic && s.n_preemptions == 0;
+    const int need = blocks_for_tokens(s.n_known(), kv_.block_size());
+    if (need + watermark_blocks_ > kv_.pool().n_blocks_total()) {
+      if (running_.empty()) {  // can never fit: hand it to the engine to finish
+        unfittable_ = std::move(waiting_.front());
+        waiting_.pop_front();
+      }
+      break;
+    }
+    if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+    Status st = kv_.add_sequence(s.id);
+    KV_ASSERT(st.is_ok());
+    pending += need;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+void Scheduler::preempt(Sequence& seq) {
+  kv_.free_sequence(seq.id);
+  seq.n_computed = 0;
+  ++seq.n_preemptions;
+  ++n_preemptions_;
+  auto it = std::find_if(running_.begin(), running_.end(), [&](auto& p) { return p.get() == &seq; });
+  KV_ASSERT(it != running_.end());
+  waiting_.push_front(std::move(*it));
+  running_.erase(it);
+}
+
+bool Scheduler::reserve_or_preempt(Sequence& seq, int n_tokens) {
+  while (!kv_.reserve(seq.id, n_tokens).is_ok()) {
+    Sequence& victim = *running_.back();  // the newest; never one planned before seq
+    preempt(victim);
+    if (&victim == &seq) return false;
+  }
+  return true;
+}
+
+void Scheduler::schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget) {
+  // Indexes stay valid: preemption only removes the newest, which is at or after i.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& s = *running_[i];
+    if (s.n_known() - s.n_computed != 1) continue;
+    if (!reserve_or_preempt(s, s.n_known())) break;
+    plan.push_back({&s, s.n_computed, 1});
+    --budget;
+  }
+}
+
+void Scheduler::schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget) {
+  for (auto& p : running_) {
+    if (budget <= 0) break;
+    Sequence& s = *p;
+    const int due = s.n_known() - s.n_computed;
+    if (due <= 1) continue;  // decoding: planned above
+    const int n = std::min(due, budget);
+    if (!kv_.reserve(s.id, s.n_computed + n).is_ok()) continue;  // no preemption for prefill
+    plan.push_back({&s, s.n_computed, n});
+    budget -= n;
+  }
+}
+
+std::vector<ScheduledChunk> Scheduler::schedule() {
+  std::vector<ScheduledChunk> plan;
+  admit();
+  int budget = opts_.max_batch_tokens;
+  schedule_decodes(plan, budget);
+  schedule_prefills(plan, budget);
+  if (plan.empty() && !running_.empty()) {
+    // Every running sequence is stuck on blocks: free the newest so the others can move.
+    preempt(*running_.back());
+  }
+  return plan;
+}
+
+void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
+  for (const auto& c : plan) {
+    c.seq->n_computed = c.pos0 + c.n_tokens;
+    kv_.commit(c.seq->id, c.seq->n_computed);
+  }
+}
+
+void Scheduler::finish(Sequence* seq) {
+  kv_.free_sequence(seq->id);
+  if (unfittable_.get() == seq) {
+    unfittable_.reset();
+    return;
+  }
+  auto match = [&](auto& p) { return p.get() == seq; };
+  if (auto it = std::find_if(running_.begin(), running_.end(), match); it != running_.end()) {
+    running_.erase(it);
+    return;
+  }
+  auto it = std::find_if(waiting_.begin(), waiting_.end(), match);
+  KV_ASSERT(it != waiting_.end());
+  waiting_.erase(it);
+}
+
+}  // namespace kvserve

@@ -1,0 +1,108 @@
+// Scheduler: decides, step by step, which tokens of which sequences the next forward pass
+// computes. It tracks one number per sequence, tokens computed vs tokens known (prompt plus
+// generated); there is no separate prefill and decode bookkeeping. A step:
+//   1. admits waiting sequences while slots (max_seqs) and KV blocks (+ a watermark) allow,
+//      as the admission policy says (continuous: any step; static: only into an empty engine);
+//   2. schedules one token for every running sequence that is decoding, oldest first, growing
+//      its block table; when the pool is empty it preempts the newest running sequence
+//      (recompute mode: its blocks are freed and it waits again at the front of the queue);
+//   3. fills what is left of the token budget with prefill chunks, oldest first.
+// Not thread-safe: only the engine loop calls it. It owns the sequences and their KV tables.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "engine/sampler.h"
+#include "kv/kv_cache_manager.h"
+
+namespace kvserve {
+
+struct Sequence {
+  SeqId id = 0;
+  std::shared_ptr<Request> request;
+  const SeqSpec* spec = nullptr;  // points into request->seqs
+  std::vector<int32_t> tokens;    // prompt + generated
+  int n_prompt = 0;
+  int n_computed = 0;  // tokens whose K/V are in the cache; [n_computed, tokens.size()) are due
+  int n_preemptions = 0;
+  Sampler sampler;
+  // Output text state (engine loop).
+  std::string text;   // generated text so far (cut at a stop string)
+  size_t n_sent = 0;  // bytes of text already sent
+  Clock::time_point last_token_time{};
+
+  Sequence(SeqId id_, std::shared_ptr<Request> req, const SeqSpec* spec_)
+      : id(id_), request(std::move(req)), spec(spec_), tokens(spec_->prompt),
+        n_prompt(static_cast<int>(spec_->prompt.size())), sampler(spec_->sampling) {}
+  int n_known() const { return static_cast<int>(tokens.size()); }
+  int n_generated() const { return n_known() - n_prompt; }
+};
+
+// One sequence's share of a step: tokens [pos0, pos0 + n_tokens) of seq.
+struct ScheduledChunk {
+  Sequence* seq = nullptr;
+  int pos0 = 0;
+  int n_tokens = 0;
+  // The chunk reaches the last known token: its logits give the next token.
+  bool samples() const { return pos0 + n_tokens == seq->n_known(); }
+};
+
+enum class SchedulerKind { kContinuous, kStatic };
+
+struct SchedulerOptions {
+  SchedulerKind kind = SchedulerKind::kContinuous;
+  int max_batch_tokens = 512;    // tokens per forward pass
+  int max_seqs = 16;             // running sequences at most
+  double watermark = 0.01;       // fraction of blocks kept free at admission (at least 1 block)
+  int static_wait_ms = 50;       // static: how long to wait for a full batch
+};
+
+class Scheduler {
+ public:
+  Scheduler(KvCacheManager& kv, const SchedulerOptions& opts);
+
+  // Queues a sequence (FIFO).
+  void add(std::unique_ptr<Sequence> seq);
+  // Plans the next step and reserves its blocks. Empty when nothing can run now.
+  std::vector<ScheduledChunk> schedule();
+  // Marks the planned tokens as computed (after the forward pass).
+  void commit(const std::vector<ScheduledChunk>& plan);
+  // Frees seq's blocks and forgets it (running or waiting). seq is destroyed.
+  void finish(Sequence* seq);
+  // Every sequence, running then waiting (for cancellation sweeps).
+  std::vector<Sequence*> all() const;
+
+  int n_running() const { return static_cast<int>(running_.size()); }
+  int n_waiting() const { return static_cast<int>(waiting_.size()); }
+  bool idle() const { return running_.empty() && waiting_.empty(); }
+  int64_t n_preemptions() const { return n_preemptions_; }
+  int watermark_blocks() const { return watermark_blocks_; }
+  // A sequence that can never fit alone: finished by the engine with an error.
+  Sequence* take_unfittable();
+  const SchedulerOptions& options() const { return opts_; }
+
+ private:
+  bool may_admit(const Sequence& seq) const;
+  void admit();
+  void schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget);
+  void schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget);
+  // Reserves blocks for seq up to n_tokens, preempting newer sequences. false: seq itself was
+  // preempted (or nothing is left to preempt).
+  bool reserve_or_preempt(Sequence& seq, int n_tokens);
+  void preempt(Sequence& seq);
+  int pending_blocks() const;  // blocks running sequences still need for their known tokens
+
+  KvCacheManager& kv_;
+  SchedulerOptions opts_;
+  int watermark_blocks_ = 1;
+  std::vector<std::unique_ptr<Sequence>> running_;  // admission order, oldest first
+  std::deque<std::unique_ptr<Sequence>> waiting_;   // FIFO; preempted ones go to the front
+  std::unique_ptr<Sequence> unfittable_;
+  int64_t n_preemptions_ = 0;
+};
+
+}  // namespace kvserve
