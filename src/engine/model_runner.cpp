@@ -32,7 +32,10 @@ void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, i
 }  // namespace
 
 ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool)
-    : model_(model), cfg_(model.config), kv_(kv), pool_(pool), rope_(model.config) {
+    : model_(model), cfg_(model.config), kv_(kv), pool_(pool),
+      rope_(model.config, model.rope_freqs.present()
+                              ? static_cast<const float*>(model.rope_freqs.data)
+                              : nullptr) {
   KV_ASSERT(kv.layout().n_layer == cfg_.n_layer && kv.layout().n_head_kv == cfg_.n_head_kv &&
             kv.layout().head_dim == cfg_.head_dim);
 }

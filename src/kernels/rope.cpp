@@ -4,7 +4,8 @@
 
 namespace kvserve::kernels {
 
-Rope::Rope(const ModelConfig& cfg) : style_(cfg.rope_style), head_dim_(cfg.head_dim) {
+Rope::Rope(const ModelConfig& cfg, const float* freq_factors)
+    : style_(cfg.rope_style), head_dim_(cfg.head_dim) {
   const int half = cfg.head_dim / 2;
   inv_freq_.resize(half);
   for (int i = 0; i < half; ++i) {
@@ -13,6 +14,9 @@ Rope::Rope(const ModelConfig& cfg) : style_(cfg.rope_style), head_dim_(cfg.head_
   }
   if (cfg.rope_scaling == RopeScaling::kLinear && cfg.rope_scale_factor > 0) {
     pos_scale_ = 1.0f / cfg.rope_scale_factor;
+  }
+  if (freq_factors) {
+    for (int i = 0; i < half; ++i) inv_freq_[i] /= freq_factors[i];
   } else if (cfg.rope_scaling == RopeScaling::kLlama3) {
     // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth blend between.
     const float lo_wavelen = cfg.rope_orig_ctx / cfg.rope_low_freq_factor;

@@ -10,7 +10,9 @@ namespace kvserve::kernels {
 // Per-dimension-pair inverse frequencies of a model, scaling applied.
 class Rope {
  public:
-  explicit Rope(const ModelConfig& cfg);
+  // freq_factors: optional [head_dim/2] divisors of the frequencies (GGUF rope_freqs.weight);
+  // when given they replace the llama3 scaling computed from the config.
+  explicit Rope(const ModelConfig& cfg, const float* freq_factors = nullptr);
 
   // cos/sin for each position: out[p][head_dim/2] each.
   void angles(const int* positions, int n, std::vector<float>& cos_out,

@@ -198,6 +198,8 @@ Status map_gguf_tensors(const GgufFile& g, Model& m) {
   KV_ASSIGN_OR_RETURN(m.output, get_tensor(g, "output.weight", {d, V}, false));
   c.tied_embeddings = !m.output.present();
   if (c.tied_embeddings) m.output = m.tok_embd;
+  // Llama 3.1 GGUFs carry their RoPE scaling as per-frequency divisors.
+  KV_ASSIGN_OR_RETURN(m.rope_freqs, get_tensor(g, "rope_freqs.weight", {c.head_dim / 2}, false));
   c.has_qkv_bias = g.tensor("blk.0.attn_q.bias") != nullptr;
   m.layers.resize(c.n_layer);
   for (int l = 0; l < c.n_layer; ++l) {

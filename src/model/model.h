@@ -29,6 +29,7 @@ struct Model {
   TensorView tok_embd;     // [n_vocab][n_embd]
   TensorView output_norm;  // [n_embd] f32
   TensorView output;       // [n_vocab][n_embd]; same data as tok_embd when tied
+  TensorView rope_freqs;   // optional [head_dim/2] f32: RoPE frequency divisors (Llama 3.1)
   std::vector<LayerWeights> layers;
   std::unique_ptr<Tokenizer> tokenizer;  // may be null (llama2.c without tokenizer file)
   std::shared_ptr<void> storage;         // keeps the mapped file / converted buffers alive
