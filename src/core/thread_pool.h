@@ -1,7 +1,11 @@
 // A persistent thread pool: workers are created once and wait between jobs (spin, then sleep),
 // so a decode step that dispatches hundreds of ops creates no threads.
-// The calling thread takes part as worker 0. run() may be called only by one thread at a time
-// (the engine loop owns the pool).
+//
+// Work is split into chunks that threads claim dynamically, and the caller works too. When the
+// caller has run out of chunks it closes the job: a worker that had not started by then (say it
+// was descheduled by another process) skips it, and the caller waits only for workers already
+// inside. So a busy core delays a step by at most one chunk, not by a scheduler time slice.
+// parallel_for may be called only by one thread at a time (the engine loop owns the pool).
 #pragma once
 
 #include <atomic>
@@ -22,20 +26,24 @@ class ThreadPool {
 
   int n_threads() const { return n_threads_; }
 
-  // Calls fn(ith, nth) once on each of nth threads and returns when all are done.
-  void run(const std::function<void(int ith, int nth)>& fn);
-
-  // Splits [0, n) into contiguous chunks, at least `grain` each, and calls fn(begin, end).
+  // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least `grain` long
+  // (except the last), in any order and on any thread. Returns when all chunks are done.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void worker_main(int ith);
+  void worker_main();
+  void run_chunks();
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> n_pending_{0};
+  // The open job. Written by the caller before a generation is published.
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t n_ = 0, chunk_ = 0, n_chunks_ = 0;
+  std::atomic<int64_t> next_chunk_{0};
+
+  std::atomic<uint64_t> generation_{0};  // bumped to wake workers for a new job
+  std::atomic<uint64_t> open_gen_{0};    // generation of the job workers may still join; 0: closed
+  std::atomic<int> n_active_{0};         // workers inside the job
   std::atomic<bool> stop_{false};
 };
 

@@ -1,7 +1,6 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -96,21 +95,14 @@ void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, cons
   part.l.resize(n_tasks * n_gqa);
   part.o.resize(n_tasks * n_gqa * hd);
 
-  // Tasks differ in cost (causal rows, the last partition is partial): hand them out
-  // dynamically.
-  std::atomic<size_t> next{0};
-  auto work = [&](int, int) {
-    for (size_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+  // Tasks differ in cost (causal rows, the last partition is partial): one task per chunk.
+  pool.parallel_for(static_cast<int64_t>(n_tasks), 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
       const Task& k = tasks[t];
       attend_partition(fns, q, seqs[k.seq], k, kv, layer, n_head, scale, &part.m[t * n_gqa],
                        &part.l[t * n_gqa], &part.o[t * n_gqa * hd]);
     }
-  };
-  if (n_tasks == 1) {
-    work(0, 1);
-  } else {
-    pool.run(work);
-  }
+  });
 
   // Merge the partitions of each (query, kv head), in partition order:
   // out = sum_p o_p e^(m_p - M) / sum_p l_p e^(m_p - M).

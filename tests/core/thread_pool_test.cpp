@@ -8,16 +8,22 @@
 namespace kvserve {
 namespace {
 
-TEST(ThreadPool, RunCallsEveryThreadOnce) {
+TEST(ThreadPool, ManyShortJobsInARow) {
   ThreadPool pool(3);
-  for (int rep = 0; rep < 200; ++rep) {
-    std::vector<std::atomic<int>> hits(3);
-    pool.run([&](int ith, int nth) {
-      EXPECT_EQ(nth, 3);
-      hits[ith]++;
-    });
-    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  std::atomic<int64_t> total{0};
+  for (int rep = 0; rep < 2000; ++rep) {
+    pool.parallel_for(64, 1, [&](int64_t b, int64_t e) { total += e - b; });
   }
+  EXPECT_EQ(total.load(), 2000 * 64);
+}
+
+TEST(ThreadPool, ChunksRespectGrain) {
+  ThreadPool pool(2);
+  std::atomic<int> short_chunks{0};
+  pool.parallel_for(1000, 100, [&](int64_t b, int64_t e) {
+    if (e - b < 100 && e != 1000) short_chunks++;
+  });
+  EXPECT_EQ(short_chunks.load(), 0);
 }
 
 TEST(ThreadPool, ParallelForCoversRangeExactlyOnce) {
@@ -35,9 +41,9 @@ TEST(ThreadPool, ParallelForCoversRangeExactlyOnce) {
 TEST(ThreadPool, SingleThreadRunsInline) {
   ThreadPool pool(1);
   int calls = 0;
-  pool.run([&](int ith, int nth) {
-    EXPECT_EQ(ith, 0);
-    EXPECT_EQ(nth, 1);
+  pool.parallel_for(10, 1, [&](int64_t b, int64_t e) {
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(e, 10);
     ++calls;
   });
   EXPECT_EQ(calls, 1);
