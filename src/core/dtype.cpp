@@ -14,17 +14,13 @@ constexpr DTypeInfo kQ8_0{"q8_0", kQK8_0, sizeof(BlockQ8_0)};
 constexpr DTypeInfo kQ4_0{"q4_0", kQK4_0, sizeof(BlockQ4_0)};
 constexpr DTypeInfo kQ4_K{"q4_k", kQK_K, sizeof(BlockQ4_K)};
 constexpr DTypeInfo kQ6_K{"q6_k", kQK_K, sizeof(BlockQ6_K)};
+constexpr DType kAllDTypes[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
+                                DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
 }  // namespace
 
 std::optional<DTypeInfo> dtype_info(uint32_t id) {
-  switch (static_cast<DType>(id)) {
-    case DType::kF32: return kF32;
-    case DType::kF16: return kF16;
-    case DType::kBF16: return kBF16;
-    case DType::kQ8_0: return kQ8_0;
-    case DType::kQ4_0: return kQ4_0;
-    case DType::kQ4_K: return kQ4_K;
-    case DType::kQ6_K: return kQ6_K;
+  for (DType t : kAllDTypes) {
+    if (static_cast<uint32_t>(t) == id) return dtype_info(t);
   }
   return std::nullopt;
 }
@@ -44,8 +40,7 @@ const DTypeInfo& dtype_info(DType t) {
 }
 
 std::optional<DType> dtype_from_name(std::string_view n) {
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
-                  DType::kQ6_K}) {
+  for (DType t : kAllDTypes) {
     if (n == dtype_info(t).name) return t;
   }
   return std::nullopt;

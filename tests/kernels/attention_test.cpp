@@ -5,6 +5,10 @@
 #include <cmath>
 #include <random>
 
+#include "core/cpu_features.h"
+#include "kernels/quant.h"
+
+#include "kernels/attention_impl.h"
 #include "kv/kv_cache_manager.h"
 
 namespace kvserve {
@@ -99,6 +103,44 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionPaged,
                                            Case{16, 6, 1, 8, 16, 16},    // MQA, exactly one block
                                            Case{256, 4, 2, 64, 300, 7},  // big blocks
                                            Case{3, 2, 2, 4, 10, 1}));    // odd block size, decode
+
+// Every ISA's tile loops agree with the scalar ones, for every KV element type.
+TEST(AttentionTiles, SimdLevelsMatchScalar) {
+  const int hd = 64, n = 19, n_gqa = 3;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> q(n_gqa * hd), kf(n * hd), p(n_gqa * n);
+  for (auto& x : q) x = u(rng);
+  for (auto& x : kf) x = u(rng);
+  for (auto& x : p) x = u(rng);
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    std::vector<uint8_t> k(row_bytes(t, hd) * n);
+    kernels::quantize_row(t, kf.data(), k.data(), n * hd);
+    std::vector<const kernels::AttnTileFns*> levels = {kernels::attn_tile_fns_avx2(),
+                                                       kernels::attn_tile_fns_avx512()};
+    const auto& ref = kernels::attn_tile_fns_scalar();
+    std::vector<float> s_ref(n_gqa * n), o_ref(n_gqa * hd, 0.5f);
+    ref.scores(q.data(), n_gqa, k.data(), t, n, hd, 0.125f, s_ref.data(), n);
+    ref.accum(p.data(), n, n_gqa, k.data(), t, n, hd, o_ref.data());
+    std::vector<float> e_ref = s_ref;
+    const float sum_ref = ref.exp_sum(e_ref.data(), n, 0.7f);
+    const auto& feats = cpu_features();
+    for (size_t li = 0; li < levels.size(); ++li) {
+      if (li == 0 && !(feats.avx2 && feats.fma && feats.f16c)) continue;
+      if (li == 1 && cpu_level() < CpuLevel::kAvx512) continue;
+      const auto* f = levels[li];
+      std::vector<float> s(n_gqa * n), o(n_gqa * hd, 0.5f);
+      f->scores(q.data(), n_gqa, k.data(), t, n, hd, 0.125f, s.data(), n);
+      f->accum(p.data(), n, n_gqa, k.data(), t, n, hd, o.data());
+      std::vector<float> e = s_ref;
+      const float sum = f->exp_sum(e.data(), n, 0.7f);
+      for (size_t i = 0; i < s.size(); ++i) ASSERT_NEAR(s[i], s_ref[i], 1e-5) << li;
+      for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], o_ref[i], 1e-4) << li;
+      for (int i = 0; i < n; ++i) ASSERT_NEAR(e[i], e_ref[i], 1e-6 * e_ref[i]) << li;  // e > 0
+      ASSERT_NEAR(sum, sum_ref, 1e-5 * sum_ref);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace kvserve
