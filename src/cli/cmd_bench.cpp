@@ -8,6 +8,7 @@
 
 #include "cli/common.h"
 #include "core/cpu_features.h"
+#include "core/membw.h"
 #include "kv/kv_storage.h"
 #include "model/synth.h"
 
@@ -76,6 +77,7 @@ struct Row {
   int ctx;
   bool cache;
   double prefill_tps, decode_tps, ms_per_token;
+  double bytes_per_token = 0;  // weights + KV read by one decode step (cached mode)
 };
 
 Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f, DType kv_type) {
@@ -99,6 +101,11 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
   row.prefill_tps = ctx * 1000.0 / r.prefill_ms;
   row.ms_per_token = r.n_decode_steps ? r.decode_ms / r.n_decode_steps : 0;
   row.decode_tps = row.ms_per_token > 0 ? 1000.0 / row.ms_per_token : 0;
+  // A decode step reads every weight once and the K/V of every cached position (the mean
+  // context over the measured steps).
+  const double mean_ctx = ctx + n_gen / 2.0;
+  row.bytes_per_token = static_cast<double>(m.weight_bytes()) +
+                        (cache ? gen->kv().layout().bytes_per_token() * mean_ctx : 0.0);
   return row;
 }
 
@@ -120,9 +127,15 @@ int run_decode(const BenchDecodeFlags& f) {
     }
   }
   const int threads = f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  double bw = 0;
+  {
+    ThreadPool pool(threads);
+    bw = measure_read_bandwidth(pool);
+  }
+  std::printf("memory read bandwidth (measured, %d threads): %.1f GB/s\n", threads, bw / 1e9);
   std::vector<Row> rows;
-  std::printf("%-36s %7s %9s %14s %13s %12s\n", "model", "context", "kv cache", "prefill tok/s",
-              "decode tok/s", "ms/token");
+  std::printf("%-36s %7s %9s %14s %13s %12s %10s %10s\n", "model", "context", "kv cache",
+              "prefill tok/s", "decode tok/s", "ms/token", "GB/s", "roofline");
   for (const auto& path : paths) {
     LoadOptions lo;
     lo.tokenizer_path = f.model.tokenizer_path;
@@ -136,8 +149,15 @@ int run_decode(const BenchDecodeFlags& f) {
         if (!r) return report(r.status());
         r->model = name;
         rows.push_back(*r);
-        std::printf("%-36s %7d %9s %14.1f %13.2f %12.2f\n", name.c_str(), ctx, cache ? "paged" : "none",
-                    r->prefill_tps, r->decode_tps, r->ms_per_token);
+        if (cache) {
+          const double achieved = r->bytes_per_token * r->decode_tps;
+          std::printf("%-36s %7d %9s %14.1f %13.2f %12.2f %10.1f %9.0f%%\n", name.c_str(), ctx,
+                      "paged", r->prefill_tps, r->decode_tps, r->ms_per_token, achieved / 1e9,
+                      bw > 0 ? 100.0 * achieved / bw : 0.0);
+        } else {
+          std::printf("%-36s %7d %9s %14.1f %13.2f %12.2f %10s %10s\n", name.c_str(), ctx, "none",
+                      r->prefill_tps, r->decode_tps, r->ms_per_token, "-", "-");
+        }
         std::fflush(stdout);
       }
     }
@@ -162,13 +182,18 @@ int run_decode(const BenchDecodeFlags& f) {
     j["cpu"] = cpu_level_name(cpu_level());
     j["kv_type"] = f.kv_type;
     j["block_size"] = f.block_size;
+    j["memory_read_gb_s"] = bw / 1e9;
     for (const Row& r : rows) {
       j["results"].push_back({{"model", r.model},
                               {"context", r.ctx},
                               {"kv_cache", r.cache},
                               {"prefill_tokens_per_s", r.prefill_tps},
                               {"decode_tokens_per_s", r.decode_tps},
-                              {"decode_ms_per_token", r.ms_per_token}});
+                              {"decode_ms_per_token", r.ms_per_token},
+                              {"decode_bytes_per_token", r.bytes_per_token},
+                              {"decode_gb_s", r.cache ? r.bytes_per_token * r.decode_tps / 1e9 : 0.0},
+                              {"roofline_fraction",
+                               r.cache && bw > 0 ? r.bytes_per_token * r.decode_tps / bw : 0.0}});
     }
     std::printf("%s\n", j.dump().c_str());
   }
@@ -194,6 +219,7 @@ void register_bench(CLI::App& app, int* rc) {
   dec->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
   dec->add_flag("--json", f->json, "also print the results as one JSON object");
   dec->callback([f, rc] { *rc = run_decode(*f); });
+  register_bench_serve(bench, rc);
 }
 
 }  // namespace kvserve::cli
