@@ -2,7 +2,7 @@
 # Installs kvserve's build dependencies from Debian 12 packages (idempotent, quiet when present).
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
-      libxxhash-dev)
+      libxxhash-dev libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

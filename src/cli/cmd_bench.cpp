@@ -1,7 +1,7 @@
 // kvserve bench decode: prefill and decode speed at several contexts, with the paged KV cache
 // and with --no-kv-cache recomputation, on synth presets or a given model.
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -10,7 +10,6 @@
 #include "core/cpu_features.h"
 #include "core/membw.h"
 #include "kv/kv_storage.h"
-#include "model/synth.h"
 
 namespace kvserve::cli {
 
@@ -51,25 +50,9 @@ std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> v;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) if (!item.empty()) v.push_back(item);
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) v.push_back(item);
   return v;
-}
-
-// A synth preset cached under the cache directory, written once.
-Result<std::string> preset_path(const std::string& preset, DType dtype) {
-  KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
-  const std::string path = dir + "/synth-" + preset + "-" + dtype_name(dtype) + "-s0.gguf";
-  if (std::filesystem::exists(path)) return path;
-  std::fprintf(stderr, "kvserve bench: writing synth model %s\n", path.c_str());
-  SynthOptions so;
-  so.preset = preset;
-  so.dtype = dtype;
-  so.out_path = path + ".tmp";
-  KV_RETURN_IF_ERROR(write_synth_model(so));
-  std::error_code ec;
-  std::filesystem::rename(so.out_path, path, ec);
-  if (ec) return io_error("cannot rename " + so.out_path + ": " + ec.message());
-  return path;
 }
 
 struct Row {
@@ -90,7 +73,8 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
   KV_ASSIGN_OR_RETURN(auto gen, Generator::create(m, eo));
   GenerateRequest req;
   Rng rng(1234 + ctx);
-  for (int i = 0; i < ctx; ++i) req.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
+  for (int i = 0; i < ctx; ++i)
+    req.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
   req.n_predict = n_gen;
   req.ignore_eos = true;
   req.use_kv_cache = cache;
@@ -121,12 +105,13 @@ int run_decode(const BenchDecodeFlags& f) {
     auto dt = dtype_from_name(f.dtype);
     if (!dt) return report(invalid_argument("bad --dtype '" + f.dtype + "'"));
     for (const auto& p : split(f.presets)) {
-      auto path = preset_path(p, *dt);
+      auto path = synth_preset_path(p, *dt);
       if (!path) return report(path.status());
       paths.push_back(*path);
     }
   }
-  const int threads = f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  const int threads =
+      f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
   double bw = 0;
   {
     ThreadPool pool(threads);
@@ -184,16 +169,16 @@ int run_decode(const BenchDecodeFlags& f) {
     j["block_size"] = f.block_size;
     j["memory_read_gb_s"] = bw / 1e9;
     for (const Row& r : rows) {
-      j["results"].push_back({{"model", r.model},
-                              {"context", r.ctx},
-                              {"kv_cache", r.cache},
-                              {"prefill_tokens_per_s", r.prefill_tps},
-                              {"decode_tokens_per_s", r.decode_tps},
-                              {"decode_ms_per_token", r.ms_per_token},
-                              {"decode_bytes_per_token", r.bytes_per_token},
-                              {"decode_gb_s", r.cache ? r.bytes_per_token * r.decode_tps / 1e9 : 0.0},
-                              {"roofline_fraction",
-                               r.cache && bw > 0 ? r.bytes_per_token * r.decode_tps / bw : 0.0}});
+      j["results"].push_back(
+          {{"model", r.model},
+           {"context", r.ctx},
+           {"kv_cache", r.cache},
+           {"prefill_tokens_per_s", r.prefill_tps},
+           {"decode_tokens_per_s", r.decode_tps},
+           {"decode_ms_per_token", r.ms_per_token},
+           {"decode_bytes_per_token", r.bytes_per_token},
+           {"decode_gb_s", r.cache ? r.bytes_per_token * r.decode_tps / 1e9 : 0.0},
+           {"roofline_fraction", r.cache && bw > 0 ? r.bytes_per_token * r.decode_tps / bw : 0.0}});
     }
     std::printf("%s\n", j.dump().c_str());
   }
@@ -206,13 +191,16 @@ void register_bench(CLI::App& app, int* rc) {
   CLI::App* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
   auto f = std::make_shared<BenchDecodeFlags>();
-  CLI::App* dec = bench->add_subcommand("decode", "prefill and decode speed vs context, cache on/off");
+  CLI::App* dec =
+      bench->add_subcommand("decode", "prefill and decode speed vs context, cache on/off");
   add_model_flags(*dec, f->model);
-  dec->add_option("--preset", f->presets, "synth presets, comma-separated (when no -m)")->capture_default_str();
+  dec->add_option("--preset", f->presets, "synth presets, comma-separated (when no -m)")
+      ->capture_default_str();
   dec->add_option("--dtype", f->dtype, "synth weight type")->capture_default_str();
   dec->add_option("--contexts", f->contexts, "context lengths")->capture_default_str();
   dec->add_option("--gen", f->n_gen, "decode tokens per run with the cache")->capture_default_str();
-  dec->add_option("--nocache-steps", f->n_nocache_steps, "decode steps per run without the cache")->capture_default_str();
+  dec->add_option("--nocache-steps", f->n_nocache_steps, "decode steps per run without the cache")
+      ->capture_default_str();
   dec->add_flag("--skip-nocache", f->skip_nocache, "measure only the paged cache");
   dec->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
   dec->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
@@ -220,6 +208,7 @@ void register_bench(CLI::App& app, int* rc) {
   dec->add_flag("--json", f->json, "also print the results as one JSON object");
   dec->callback([f, rc] { *rc = run_decode(*f); });
   register_bench_serve(bench, rc);
+  register_bench_prefix(bench, rc);
 }
 
 }  // namespace kvserve::cli

@@ -14,6 +14,7 @@ namespace {
 struct GenerateFlags {
   ModelFlags model;
   EngineFlags engine;
+  PrefixFlags prefix;
   std::string prompt;
   std::string prompt_tokens;
   int n_predict = 128;
@@ -57,6 +58,7 @@ int run(const GenerateFlags& f) {
   }
   auto eo = engine_options(f.engine);
   if (!eo) return report(eo.status());
+  if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);
   auto model = load_model_from_flags(f.model);
   if (!model) return report(model.status());
   const Model& m = **model;
@@ -124,6 +126,8 @@ int run(const GenerateFlags& f) {
     j["finish_reason"] = res->finish_reason;
     j["seed"] = seed;
     j["kv_cache"] = req.use_kv_cache;
+    j["cached_tokens"] = res->n_cached_tokens;
+    j["prefix_cache"] = eo->prefix_cache && req.use_kv_cache;
     j["timings"] = {{"prefill_ms", res->prefill_ms},
                     {"decode_ms", res->decode_ms},
                     {"decode_tokens_per_s", decode_tps},
@@ -156,6 +160,7 @@ void register_generate(CLI::App& app, int* rc) {
   CLI::App* sub = app.add_subcommand("generate", "generate text from a prompt");
   add_model_flags(*sub, f->model);
   add_engine_flags(*sub, f->engine);
+  add_prefix_flags(*sub, f->prefix);
   sub->add_option("-p,--prompt", f->prompt, "prompt text");
   sub->add_option("--prompt-tokens", f->prompt_tokens, "prompt as token ids, e.g. 1,2,3 (used as given)");
   sub->add_option("-n,--n-predict", f->n_predict, "tokens to generate")->capture_default_str();

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "core/hash.h"
 #include "kv/kv_storage.h"
 #include "model/synth.h"
 
@@ -104,6 +105,43 @@ Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& f) {
   LoadOptions lo;
   lo.tokenizer_path = f.tokenizer_path;
   return load_model(path, lo);
+}
+
+void add_prefix_flags(CLI::App& app, PrefixFlags& f) {
+  app.add_option("--prefix-cache", f.prefix_cache, "share KV blocks across requests: on or off")
+      ->capture_default_str();
+  app.add_option("--hash", f.hash, "prefix-cache key hash: xxh3 or sha256")->capture_default_str();
+}
+
+Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o) {
+  if (f.prefix_cache != "on" && f.prefix_cache != "off") {
+    return invalid_argument("--prefix-cache must be on or off, got '" + f.prefix_cache + "'");
+  }
+  o.prefix_cache = f.prefix_cache == "on";
+  auto h = hash_kind_from_name(f.hash);
+  if (!h) return invalid_argument("--hash must be xxh3 or sha256, got '" + f.hash + "'");
+  o.hash = *h;
+  return Status::ok();
+}
+
+Result<std::string> synth_preset_path(const std::string& preset, DType dtype) {
+  KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
+  const std::string path = dir + "/synth-" + preset + "-" + dtype_name(dtype) + "-s0.gguf";
+  if (std::filesystem::exists(path)) return path;
+  std::fprintf(stderr, "kvserve: writing synth model %s\n", path.c_str());
+  SynthOptions so;
+  so.preset = preset;
+  so.dtype = dtype;
+  so.out_path = path + ".tmp." + std::to_string(getpid());
+  Status st = write_synth_model(so);
+  if (!st.is_ok()) {
+    std::remove(so.out_path.c_str());
+    return st;
+  }
+  std::error_code ec;
+  std::filesystem::rename(so.out_path, path, ec);
+  if (ec) return io_error("cannot rename " + so.out_path + ": " + ec.message());
+  return path;
 }
 
 int report(const Status& st) {

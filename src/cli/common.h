@@ -39,6 +39,17 @@ Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& f);
 // Cache directory for generated files (demo model, bench presets); created if missing.
 Result<std::string> cache_dir();
 
+// Prefix-cache controls shared by generate and bench prefix: --prefix-cache on|off, --hash.
+struct PrefixFlags {
+  std::string prefix_cache = "on";
+  std::string hash = "xxh3";
+};
+void add_prefix_flags(CLI::App& app, PrefixFlags& f);
+Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o);
+
+// A synth preset model cached under cache_dir() (synth-PRESET-DTYPE-s0.gguf), written once.
+Result<std::string> synth_preset_path(const std::string& preset, DType dtype);
+
 // Prints "kvserve: error: ..." to stderr and returns the exit code for the status.
 int report(const Status& st);
 
@@ -48,5 +59,8 @@ void register_kv_size(CLI::App& app, int* rc);
 void register_synth(CLI::App& app, int* rc);
 void register_inspect(CLI::App& app, int* rc);
 void register_bench(CLI::App& app, int* rc);
+void register_bench_prefix(CLI::App* bench, int* rc);  // `kvserve bench prefix`
+void register_serve(CLI::App& app, int* rc);
+void register_bench_serve(CLI::App* bench, int* rc);  // `kvserve bench serve`
 
 }  // namespace kvserve::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   kvserve::cli::register_synth(app, &rc);
   kvserve::cli::register_inspect(app, &rc);
   kvserve::cli::register_bench(app, &rc);
+  kvserve::cli::register_serve(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

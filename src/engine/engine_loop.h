@@ -24,9 +24,9 @@
 namespace kvserve {
 
 struct EngineLoopOptions {
-  EngineOptions engine;     // block size, KV type and budget, context, threads
-  SchedulerOptions sched;   // batching policy and limits
-  int max_queue = 256;      // requests beyond max_seqs that may wait; more are refused
+  EngineOptions engine;    // block size, KV type and budget, context, threads
+  SchedulerOptions sched;  // batching policy and limits
+  int max_queue = 256;     // requests beyond max_seqs that may wait; more are refused
 };
 
 // Prometheus-style histogram: cumulative counts per upper bound. Thread-safe.
@@ -87,13 +87,15 @@ class EngineLoop {
   EngineLoop(const Model& model, const EngineLoopOptions& opts, int n_ctx,
              std::unique_ptr<KvCacheManager> kv);
   Status validate(const SeqSpec& spec) const;
-  void run();                    // the thread body
-  bool take_incoming();          // moves submitted requests into the scheduler; false: stop
+  void run();            // the thread body
+  bool take_incoming();  // moves submitted requests into the scheduler; false: stop
   void sweep_cancelled();
   void step();
-  void process_output(Sequence& seq, const float* logits);
-  void emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool finished,
-            const std::string& reason);
+  // Samples seq's next token from its logits row (edited in place), reports it, ends the
+  // sequence on EOS, a stop string, max_tokens or the context limit.
+  void process_output(Sequence& seq, float* logits);
+  // Reports a new token and the text that is safe to send (all of it when finished).
+  void emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool finished);
   void finish(Sequence* seq, const std::string& reason, const std::string& error = {});
   void update_stats();
 
@@ -103,7 +105,8 @@ class EngineLoop {
   ThreadPool pool_;
   std::unique_ptr<KvCacheManager> kv_;
   ModelRunner runner_;
-  Scheduler scheduler_;  // engine thread only
+  Scheduler scheduler_;                                       // engine thread only
+  const int block_size_, n_blocks_total_, watermark_blocks_;  // for validate() on any thread
   EngineStats stats_;
   std::vector<float> logits_;  // [n_outputs][n_vocab], engine thread only
   SeqId next_seq_ = 0;         // engine thread only

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "prefix/model_fingerprint.h"
+#include "prefix/prefix_cache.h"
+
 namespace kvserve {
 
 namespace {
@@ -56,13 +59,26 @@ Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int
   return blocks_for_tokens(n_ctx, layout.block_size);
 }
 
-Result<std::unique_ptr<Generator>> Generator::create(const Model& model, const EngineOptions& opts) {
+Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const EngineOptions& opts,
+                                                      int n_ctx) {
+  const KvLayout layout = kv_layout_for(model.config, opts);
+  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, opts, n_ctx));
+  std::unique_ptr<PrefixCache> prefix;
+  if (opts.prefix_cache) {
+    prefix =
+        std::make_unique<HashPrefixCache>(opts.hash, model_fingerprint(model, layout, opts.hash));
+  } else {
+    prefix = std::make_unique<NoPrefixCache>();
+  }
+  return KvCacheManager::create(layout, n_blocks, std::move(prefix));
+}
+
+Result<std::unique_ptr<Generator>> Generator::create(const Model& model,
+                                                     const EngineOptions& opts) {
   const int n_ctx = opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train;
   if (n_ctx < 1) return invalid_argument("context size must be positive");
   if (opts.prefill_chunk < 1) return invalid_argument("prefill chunk must be positive");
-  const KvLayout layout = kv_layout_for(model.config, opts);
-  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, opts, n_ctx));
-  KV_ASSIGN_OR_RETURN(auto kv, KvCacheManager::create(layout, n_blocks));
+  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts, n_ctx));
   return std::unique_ptr<Generator>(new Generator(model, opts, std::move(kv)));
 }
 
@@ -76,7 +92,7 @@ Generator::Generator(const Model& model, const EngineOptions& opts,
       runner_(model, kv_->storage(), pool_) {}
 
 Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0,
-                          std::vector<float>& logits) {
+                          std::vector<float>& logits, bool cacheable) {
   const int n = static_cast<int>(tokens.size()) - pos0;
   KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
   for (int done = 0; done < n;) {
@@ -85,12 +101,16 @@ Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos
     batch.add(&kv_->table(seq), pos0 + done, tokens.data() + pos0 + done, chunk);
     runner_.forward(batch, logits);
     done += chunk;
-    kv_->commit(seq, pos0 + done);
+    if (cacheable) {
+      kv_->commit(seq, std::span<const int32_t>(tokens.data(), pos0 + done));
+    } else {
+      kv_->commit(seq, pos0 + done);
+    }
   }
   return Status::ok();
 }
 
-Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
+Status Generator::validate(const GenerateRequest& req) const {
   const int n_vocab = model_.config.n_vocab;
   if (req.prompt.empty()) return invalid_argument("the prompt is empty");
   for (int32_t t : req.prompt) {
@@ -104,24 +124,31 @@ Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
                             " tokens, more than the context of " + std::to_string(n_ctx_));
   }
   if (req.n_predict < 0) return invalid_argument("the number of tokens to generate must be >= 0");
-  KV_RETURN_IF_ERROR(req.sampling.validate());
+  return req.sampling.validate();
+}
 
-  GenerateResult res;
-  res.finish_reason = "length";
-  Sampler sampler(req.sampling);
-  std::vector<int32_t> seq_tokens = req.prompt;
-  std::vector<float> logits;
-  kv_->reset_peak();
-
-  const SeqId seq = next_seq_++;
-  KV_RETURN_IF_ERROR(kv_->add_sequence(seq));
-  SeqGuard guard(*kv_, seq);
-
+Status Generator::start(SeqId seq, const GenerateRequest& req, std::vector<float>& logits,
+                        GenerateResult& res) {
   auto t0 = std::chrono::steady_clock::now();
-  KV_RETURN_IF_ERROR(prefill(seq, seq_tokens, 0, logits));
+  if (req.use_kv_cache) {
+    KV_ASSIGN_OR_RETURN(res.n_cached_tokens,
+                        kv_->add_sequence_from_prefix(seq, req.prompt, req.cache_salt));
+  } else {
+    KV_RETURN_IF_ERROR(kv_->add_sequence(seq));
+  }
+  Status st = prefill(seq, req.prompt, res.n_cached_tokens, logits, req.use_kv_cache);
+  if (!st.is_ok()) {
+    kv_->free_sequence(seq);
+    return st;
+  }
   res.prefill_ms = ms_since(t0);
-  if (!req.use_kv_cache) kv_->free_sequence(seq);  // the baseline keeps nothing between steps
+  return Status::ok();
+}
 
+Status Generator::decode(SeqId seq, const GenerateRequest& req, Sampler& sampler,
+                         std::vector<int32_t> seq_tokens, std::vector<float> logits,
+                         GenerateResult& res) {
+  const int n_vocab = model_.config.n_vocab;
   auto t1 = std::chrono::steady_clock::now();
   while (static_cast<int>(res.tokens.size()) < req.n_predict) {
     if (req.keep_logits) res.logits.push_back(logits);
@@ -146,13 +173,68 @@ Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
       const SeqId tmp = next_seq_++;
       KV_RETURN_IF_ERROR(kv_->add_sequence(tmp));
       SeqGuard tmp_guard(*kv_, tmp);
-      KV_RETURN_IF_ERROR(prefill(tmp, seq_tokens, 0, logits));
+      KV_RETURN_IF_ERROR(prefill(tmp, seq_tokens, 0, logits, false));
     }
     ++res.n_decode_steps;
   }
   res.decode_ms = ms_since(t1);
+  return Status::ok();
+}
+
+Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
+  KV_RETURN_IF_ERROR(validate(req));
+  GenerateResult res;
+  res.finish_reason = "length";
+  Sampler sampler(req.sampling);
+  std::vector<float> logits;
+  kv_->reset_peak();
+
+  const SeqId seq = next_seq_++;
+  KV_RETURN_IF_ERROR(start(seq, req, logits, res));
+  SeqGuard guard(*kv_, seq);
+  if (!req.use_kv_cache) kv_->free_sequence(seq);  // the baseline keeps nothing between steps
+  KV_RETURN_IF_ERROR(decode(seq, req, sampler, req.prompt, std::move(logits), res));
   res.blocks_used_peak = kv_->n_blocks_used_peak();
   return res;
+}
+
+Result<std::vector<GenerateResult>> Generator::generate_parallel(
+    const GenerateRequest& req, const std::vector<uint64_t>& seeds) {
+  KV_RETURN_IF_ERROR(validate(req));
+  if (!req.use_kv_cache) return invalid_argument("parallel sampling needs the KV cache");
+  GenerateResult base;
+  base.finish_reason = "length";
+  std::vector<float> logits;
+  kv_->reset_peak();
+  const SeqId parent = next_seq_++;
+  KV_RETURN_IF_ERROR(start(parent, req, logits, base));
+  std::vector<SeqId> children;
+  {
+    SeqGuard parent_guard(*kv_, parent);
+    for (size_t i = 0; i < seeds.size(); ++i) {
+      children.push_back(next_seq_++);
+      Status st = kv_->fork(parent, children.back());
+      if (!st.is_ok()) {
+        for (SeqId c : children) kv_->free_sequence(c);
+        return st;
+      }
+    }
+  }
+  std::vector<GenerateResult> out;
+  Status st = Status::ok();
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    SeqGuard child_guard(*kv_, children[i]);
+    if (!st.is_ok()) continue;  // free the remaining children
+    GenerateRequest r = req;
+    r.sampling.seed = seeds[i];
+    Sampler sampler(r.sampling);
+    GenerateResult res = base;
+    st = decode(children[i], r, sampler, req.prompt, logits, res);
+    res.blocks_used_peak = kv_->n_blocks_used_peak();
+    out.push_back(std::move(res));
+  }
+  if (!st.is_ok()) return st;
+  return out;
 }
 
 }  // namespace kvserve

@@ -1,6 +1,9 @@
 // Generator: generates one sequence at a time through the paged KV cache (prefill in chunks,
 // then one decode step per token), or, with use_kv_cache = false, by recomputing the whole
 // sequence at every step (the quadratic baseline, through a scratch table freed each step).
+// With EngineOptions::prefix_cache on, a prompt starts from the longest cached prefix of full
+// blocks (docs/design-prefix-cache.md) and every block it fills, generated tokens included,
+// stays cached for later requests; outputs are the same as with the cache off.
 // Used by `kvserve generate`, the decode benchmark and the equivalence tests; the batching
 // server builds on the same runner and cache manager.
 #pragma once
@@ -10,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/hash.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "engine/model_runner.h"
@@ -20,13 +24,15 @@
 namespace kvserve {
 
 struct EngineOptions {
-  int block_size = 16;          // tokens per KV block, 1..256
-  DType kv_type = DType::kF16;  // f32, f16 or bf16
-  int kv_blocks = 0;            // > 0: exact block count
-  size_t kv_bytes = 0;          // > 0 (and kv_blocks == 0): budget in bytes
-  int n_ctx = 0;                // context limit; 0 = the model's trained context
-  int n_threads = 0;            // 0 = one per core
-  int prefill_chunk = 512;      // tokens per prefill forward pass
+  int block_size = 16;                  // tokens per KV block, 1..256
+  DType kv_type = DType::kF16;          // f32, f16 or bf16
+  int kv_blocks = 0;                    // > 0: exact block count
+  size_t kv_bytes = 0;                  // > 0 (and kv_blocks == 0): budget in bytes
+  int n_ctx = 0;                        // context limit; 0 = the model's trained context
+  int n_threads = 0;                    // 0 = one per core
+  int prefill_chunk = 512;              // tokens per prefill forward pass
+  bool prefix_cache = true;             // share full KV blocks across requests by content
+  HashKind hash = HashKind::kXxh3_128;  // key hash of the prefix cache
 };
 
 struct GenerateRequest {
@@ -36,17 +42,19 @@ struct GenerateRequest {
   bool ignore_eos = false;
   bool use_kv_cache = true;
   bool keep_logits = false;  // record the logits each token was sampled from (tests)
+  std::string cache_salt;    // prefix-cache namespace (tenant); "" = the public one
   // Called with each generated token; return false to stop.
   std::function<bool(int32_t)> on_token;
 };
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;                // generated ids
-  std::string finish_reason;                  // "stop" (EOS), "length", "cancelled"
+  std::vector<int32_t> tokens;  // generated ids
+  std::string finish_reason;    // "stop" (EOS), "length", "cancelled"
   double prefill_ms = 0, decode_ms = 0;
-  int n_decode_steps = 0;                     // forward passes after the prefill
+  int n_decode_steps = 0;  // forward passes after the prefill
   int blocks_used_peak = 0;
-  std::vector<std::vector<float>> logits;     // [tokens][n_vocab] when keep_logits
+  int n_cached_tokens = 0;                 // prompt tokens served from the prefix cache
+  std::vector<std::vector<float>> logits;  // [tokens][n_vocab] when keep_logits
 };
 
 class Generator {
@@ -55,8 +63,14 @@ class Generator {
 
   // Fails with invalid_argument for an empty prompt, ids out of range or a prompt over the
   // context, and with out_of_memory when the KV budget cannot hold the sequence. Whatever
-  // happens, the sequence's blocks are free again when it returns.
+  // happens, the sequence's blocks are free again when it returns (free or, with the prefix
+  // cache, cached-evictable: pool().n_blocks_used() is back to 0).
   Result<GenerateResult> generate(const GenerateRequest& req);
+  // Parallel sampling: one prefill of req.prompt, then one continuation per seed, each forked
+  // from the prompt's blocks (shared, copy-on-write) and sampled with req.sampling and that
+  // seed. Each result equals generate() with the same seed. Requires req.use_kv_cache.
+  Result<std::vector<GenerateResult>> generate_parallel(const GenerateRequest& req,
+                                                        const std::vector<uint64_t>& seeds);
 
   const Model& model() const { return model_; }
   KvCacheManager& kv() { return *kv_; }
@@ -65,8 +79,18 @@ class Generator {
 
  private:
   Generator(const Model& model, const EngineOptions& opts, std::unique_ptr<KvCacheManager> kv);
-  // Computes tokens [pos0, pos0 + n) of seq in prefill chunks; logits of the last one.
-  Status prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0, std::vector<float>& logits);
+  Status validate(const GenerateRequest& req) const;
+  // Computes tokens [pos0, tokens.size()) of seq in prefill chunks; logits of the last one.
+  // cacheable: register full blocks with the prefix cache as they fill.
+  Status prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0,
+                 std::vector<float>& logits, bool cacheable = true);
+  // Adds seq for req.prompt (from the prefix cache when on) and prefills it; fills logits,
+  // res.prefill_ms and res.n_cached_tokens. seq is registered only on success.
+  Status start(SeqId seq, const GenerateRequest& req, std::vector<float>& logits,
+               GenerateResult& res);
+  // Samples and decodes until a stop; seq (kv-cache mode) holds seq_tokens minus the last.
+  Status decode(SeqId seq, const GenerateRequest& req, Sampler& sampler,
+                std::vector<int32_t> seq_tokens, std::vector<float> logits, GenerateResult& res);
 
   const Model& model_;
   EngineOptions opts_;
@@ -80,5 +104,9 @@ class Generator {
 // Blocks for opts: kv_blocks, else kv_bytes / bytes per block, else enough for n_ctx tokens.
 Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx);
 KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts);
+// The KV cache an engine runs on: layout and budget from opts, with the prefix cache (keyed by
+// the model's fingerprint) when opts.prefix_cache is on.
+Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const EngineOptions& opts,
+                                                      int n_ctx);
 
 }  // namespace kvserve

@@ -86,9 +86,7 @@ struct Request {
   std::vector<SeqSpec> seqs;
   std::string cache_salt;  // extra key for the prefix cache (isolates tenants)
   std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
-  Clock::time_point arrival = Clock::now();
-  // Engine loop only: sequences of this request not yet finished.
-  int n_seqs_left = 0;
+  Clock::time_point arrival = Clock::now();  // set by EngineLoop::submit
 };
 
 }  // namespace kvserve

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 #include "core/assert.h"
 
@@ -13,7 +14,9 @@ Scheduler::Scheduler(KvCacheManager& kv, const SchedulerOptions& opts) : kv_(kv)
   if (watermark_blocks_ >= total) watermark_blocks_ = 0;  // tiny caches: no headroom to spare
 }
 
-void Scheduler::add(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
+void Scheduler::add(std::unique_ptr<Sequence> seq) {
+  waiting_.push_back(std::move(seq));
+}
 
 std::vector<Sequence*> Scheduler::all() const {
   std::vector<Sequence*> v;
@@ -22,7 +25,9 @@ std::vector<Sequence*> Scheduler::all() const {
   return v;
 }
 
-Sequence* Scheduler::take_unfittable() { return unfittable_.get(); }
+Sequence* Scheduler::take_unfittable() {
+  return unfittable_.get();
+}
 
 int Scheduler::pending_blocks() const {
   int n = 0;
@@ -56,9 +61,11 @@ void Scheduler::admit() {
       break;
     }
     if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
-    Status st = kv_.add_sequence(s.id);
-    KV_ASSERT(st.is_ok());
-    pending += need;
+    // Starts from the longest cached prefix and reserves blocks for every known token.
+    auto cached = kv_.add_sequence_from_prefix(s.id, s.tokens, s.request->cache_salt);
+    if (!cached) break;  // out of blocks after all: wait for the next step
+    s.n_computed = *cached;
+    if (s.n_preemptions == 0) s.n_cached = *cached;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -69,7 +76,8 @@ void Scheduler::preempt(Sequence& seq) {
   seq.n_computed = 0;
   ++seq.n_preemptions;
   ++n_preemptions_;
-  auto it = std::find_if(running_.begin(), running_.end(), [&](auto& p) { return p.get() == &seq; });
+  auto it =
+      std::find_if(running_.begin(), running_.end(), [&](auto& p) { return p.get() == &seq; });
   KV_ASSERT(it != running_.end());
   waiting_.push_front(std::move(*it));
   running_.erase(it);
@@ -124,7 +132,8 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
 void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
   for (const auto& c : plan) {
     c.seq->n_computed = c.pos0 + c.n_tokens;
-    kv_.commit(c.seq->id, c.seq->n_computed);
+    // Registers every block this chunk filled with the prefix cache.
+    kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
   }
 }
 

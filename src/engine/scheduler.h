@@ -29,6 +29,7 @@ struct Sequence {
   int n_prompt = 0;
   int n_computed = 0;  // tokens whose K/V are in the cache; [n_computed, tokens.size()) are due
   int n_preemptions = 0;
+  int n_cached = 0;  // prompt tokens served from the prefix cache at first admission
   Sampler sampler;
   // Output text state (engine loop).
   std::string text;   // generated text so far (cut at a stop string)
@@ -36,8 +37,12 @@ struct Sequence {
   Clock::time_point last_token_time{};
 
   Sequence(SeqId id_, std::shared_ptr<Request> req, const SeqSpec* spec_)
-      : id(id_), request(std::move(req)), spec(spec_), tokens(spec_->prompt),
-        n_prompt(static_cast<int>(spec_->prompt.size())), sampler(spec_->sampling) {}
+      : id(id_),
+        request(std::move(req)),
+        spec(spec_),
+        tokens(spec_->prompt),
+        n_prompt(static_cast<int>(spec_->prompt.size())),
+        sampler(spec_->sampling) {}
   int n_known() const { return static_cast<int>(tokens.size()); }
   int n_generated() const { return n_known() - n_prompt; }
 };
@@ -55,10 +60,10 @@ enum class SchedulerKind { kContinuous, kStatic };
 
 struct SchedulerOptions {
   SchedulerKind kind = SchedulerKind::kContinuous;
-  int max_batch_tokens = 512;    // tokens per forward pass
-  int max_seqs = 16;             // running sequences at most
-  double watermark = 0.01;       // fraction of blocks kept free at admission (at least 1 block)
-  int static_wait_ms = 50;       // static: how long to wait for a full batch
+  int max_batch_tokens = 512;  // tokens per forward pass
+  int max_seqs = 16;           // running sequences at most
+  double watermark = 0.01;     // fraction of blocks kept free at admission (at least 1 block)
+  int static_wait_ms = 50;     // static: how long to wait for a full batch
 };
 
 class Scheduler {
@@ -81,7 +86,8 @@ class Scheduler {
   bool idle() const { return running_.empty() && waiting_.empty(); }
   int64_t n_preemptions() const { return n_preemptions_; }
   int watermark_blocks() const { return watermark_blocks_; }
-  // A sequence that can never fit alone: finished by the engine with an error.
+  // A sequence that has outgrown the whole cache (it can never be admitted again): the engine
+  // finishes it with "length". Null when there is none.
   Sequence* take_unfittable();
   const SchedulerOptions& options() const { return opts_; }
 

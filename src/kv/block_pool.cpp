@@ -1,5 +1,6 @@
 #include "kv/block_pool.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/assert.h"
@@ -7,7 +8,10 @@
 namespace kvserve {
 
 BlockPool::BlockPool(int n_blocks)
-    : ref_count_(n_blocks, 0), prev_(n_blocks, kNoBlock), next_(n_blocks, kNoBlock) {
+    : ref_count_(n_blocks, 0),
+      prev_(n_blocks, kNoBlock),
+      next_(n_blocks, kNoBlock),
+      meta_(n_blocks) {
   KV_ASSERT(n_blocks >= 0);
   for (BlockId id = 0; id < n_blocks; ++id) push_back(id);
 }
@@ -17,7 +21,8 @@ void BlockPool::unlink(BlockId id) {
   (p == kNoBlock ? head_ : next_[p]) = n;
   (n == kNoBlock ? tail_ : prev_[n]) = p;
   prev_[id] = next_[id] = kNoBlock;
-  --n_free_;
+  --n_queued_;
+  if (meta_[id].key) --n_cached_;
 }
 
 void BlockPool::push_back(BlockId id) {
@@ -25,13 +30,21 @@ void BlockPool::push_back(BlockId id) {
   next_[id] = kNoBlock;
   (tail_ == kNoBlock ? head_ : next_[tail_]) = id;
   tail_ = id;
-  ++n_free_;
+  ++n_queued_;
+  if (meta_[id].key) ++n_cached_;
+}
+
+void BlockPool::evict(BlockId id) {
+  Meta& m = meta_[id];
+  by_key_.erase(*m.key);
+  m = Meta{};
+  ++n_evictions_;
 }
 
 Result<std::vector<BlockId>> BlockPool::allocate(int n) {
   if (!can_allocate(n)) {
     return out_of_memory("KV cache full: need " + std::to_string(n) + " blocks, " +
-                         std::to_string(n_free_) + " of " + std::to_string(n_blocks_total()) +
+                         std::to_string(n_queued_) + " of " + std::to_string(n_blocks_total()) +
                          " free");
   }
   std::vector<BlockId> ids;
@@ -40,6 +53,7 @@ Result<std::vector<BlockId>> BlockPool::allocate(int n) {
     const BlockId id = head_;
     unlink(id);
     KV_ASSERT(ref_count_[id] == 0);
+    if (meta_[id].key) evict(id);
     ref_count_[id] = 1;
     ids.push_back(id);
   }
@@ -47,7 +61,11 @@ Result<std::vector<BlockId>> BlockPool::allocate(int n) {
 }
 
 void BlockPool::ref(BlockId id) {
-  KV_ASSERT(id >= 0 && id < n_blocks_total() && ref_count_[id] > 0);
+  KV_ASSERT(id >= 0 && id < n_blocks_total());
+  if (ref_count_[id] == 0) {
+    KV_ASSERT(meta_[id].key.has_value());  // only a cached block can come back from the queue
+    unlink(id);
+  }
   ++ref_count_[id];
 }
 
@@ -65,6 +83,36 @@ int BlockPool::ref_count(BlockId id) const {
   return ref_count_[id];
 }
 
+bool BlockPool::set_key(BlockId id, const BlockKey& key, const std::optional<BlockKey>& parent,
+                        std::span<const int32_t> tokens) {
+  KV_ASSERT(id >= 0 && id < n_blocks_total() && ref_count_[id] > 0);
+  if (meta_[id].key || by_key_.count(key)) return false;
+  by_key_.emplace(key, id);
+  meta_[id] = Meta{key, parent, std::vector<int32_t>(tokens.begin(), tokens.end())};
+  return true;
+}
+
+std::optional<BlockId> BlockPool::find(const BlockKey& key) const {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool BlockPool::verify(BlockId id, const std::optional<BlockKey>& parent,
+                       std::span<const int32_t> tokens) const {
+  const Meta& m = meta_[id];
+  return m.key && m.parent == parent &&
+         std::equal(m.tokens.begin(), m.tokens.end(), tokens.begin(), tokens.end());
+}
+
+void BlockPool::drop_key(BlockId id) {
+  KV_ASSERT(id >= 0 && id < n_blocks_total());
+  if (!meta_[id].key) return;
+  KV_ASSERT(ref_count_[id] > 0);  // cached blocks lose their key only by eviction
+  by_key_.erase(*meta_[id].key);
+  meta_[id] = Meta{};
+}
+
 std::vector<BlockId> BlockPool::free_queue() const {
   std::vector<BlockId> out;
   for (BlockId id = head_; id != kNoBlock; id = next_[id]) out.push_back(id);
@@ -74,16 +122,24 @@ std::vector<BlockId> BlockPool::free_queue() const {
 std::string BlockPool::dump() const {
   std::ostringstream os;
   os << "blocks total=" << n_blocks_total() << " used=" << n_blocks_used()
-     << " free=" << n_blocks_free() << "\nrefs [";
+     << " free=" << n_blocks_free();
+  if (n_cached_ > 0) os << " cached=" << n_cached_;
+  os << "\nrefs [";
   for (int i = 0; i < n_blocks_total(); ++i) {
     if (i) os << ' ';
-    if (ref_count_[i] == 0) {
-      os << '.';
-    } else {
+    if (ref_count_[i] > 0) {
       os << ref_count_[i];
+    } else {
+      os << (meta_[i].key ? 'c' : '.');
     }
   }
   os << "]";
+  for (int i = 0; i < n_blocks_total(); ++i) {
+    if (!meta_[i].key) continue;
+    os << "\n  block " << i << " key " << meta_[i].key->short_hex() << " parent "
+       << (meta_[i].parent ? meta_[i].parent->short_hex() : std::string("-")) << ' '
+       << (ref_count_[i] > 0 ? "used" : "cached");
+  }
   return os.str();
 }
 

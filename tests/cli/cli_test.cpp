@@ -168,5 +168,45 @@ TEST(Cli, SynthListsPresetsAndWritesLoadableModel) {
   EXPECT_EQ(nlohmann::json::parse(g.out)["tokens"].size(), 3u);
 }
 
+TEST(Cli, GeneratePrefixCacheFlagsAndCachedTokens) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  const std::string base = "generate -m " + model + " -p 'Once upon a time' -n 4 --temp 0 --json";
+  Proc on = run_kvserve(base, false);
+  ASSERT_EQ(on.rc, 0) << on.out;
+  auto j = nlohmann::json::parse(on.out);
+  EXPECT_EQ(j["cached_tokens"], 0);  // one request per process: nothing cached yet
+  EXPECT_EQ(j["prefix_cache"], true);
+  for (const char* extra : {" --prefix-cache off", " --hash sha256"}) {
+    Proc p = run_kvserve(base + extra, false);
+    ASSERT_EQ(p.rc, 0) << extra << p.out;
+    EXPECT_EQ(nlohmann::json::parse(p.out)["tokens"], j["tokens"]) << extra;
+  }
+  EXPECT_EQ(nlohmann::json::parse(run_kvserve(base + " --prefix-cache off", false).out)["prefix_cache"],
+            false);
+  Proc bad = run_kvserve(base + " --prefix-cache maybe");
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.out.find("--prefix-cache must be on or off"), std::string::npos) << bad.out;
+  Proc badh = run_kvserve(base + " --hash md5");
+  EXPECT_EQ(badh.rc, 2);
+  EXPECT_NE(badh.out.find("--hash must be xxh3 or sha256"), std::string::npos) << badh.out;
+}
+
+TEST(Cli, BenchPrefixJson) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  Proc p = run_kvserve("bench prefix -m " + model + " --shared 40 --suffix 8 --requests 4 --json",
+                       false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  auto j = nlohmann::json::parse(p.out);
+  for (const char* k : {"ttft_p50_ms_off", "ttft_p95_ms_off", "ttft_p50_ms_on", "ttft_p95_ms_on"}) {
+    EXPECT_TRUE(j.contains(k)) << k;
+  }
+  // 3 of 4 requests hit floor(40 / 16) * 16 = 32 tokens of 48.
+  EXPECT_DOUBLE_EQ(j["hit_rate_optimum"].get<double>(), 3.0 * 32 / (4 * 48));
+  EXPECT_DOUBLE_EQ(j["hit_rate"].get<double>(), j["hit_rate_optimum"].get<double>());
+  EXPECT_EQ(j["cached_tokens_on"], nlohmann::json({0, 32, 32, 32}));
+}
+
 }  // namespace
 }  // namespace kvserve

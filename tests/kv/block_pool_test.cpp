@@ -80,3 +80,71 @@ TEST(BlockPoolDeathTest, ReleasingAFreeBlockIsABug) {
 
 }  // namespace
 }  // namespace kvserve
+
+namespace kvserve {
+namespace {
+
+BlockKey key_of(int i) {
+  BlockKey k;
+  k.bytes[0] = static_cast<uint8_t>(i);
+  k.bytes[1] = 0xAB;
+  return k;
+}
+
+TEST(BlockPoolKeys, CachedBlocksStayFindableUntilAllocationEvictsThemInQueueOrder) {
+  BlockPool pool(4);
+  auto a = pool.allocate(3);
+  ASSERT_TRUE(a.is_ok());
+  const std::vector<int32_t> toks = {1, 2};
+  EXPECT_TRUE(pool.set_key(0, key_of(0), std::nullopt, toks));
+  EXPECT_TRUE(pool.set_key(1, key_of(1), key_of(0), toks));
+  EXPECT_FALSE(pool.set_key(2, key_of(1), key_of(0), toks));  // key taken: first one wins
+  pool.release(*a);                                           // 0, 1, 2 to the back
+  EXPECT_EQ(pool.free_queue(), (std::vector<BlockId>{3, 0, 1, 2}));
+  EXPECT_EQ(pool.n_blocks_free(), 4);
+  EXPECT_EQ(pool.n_blocks_cached(), 2);
+  EXPECT_EQ(pool.find(key_of(1)), std::optional<BlockId>(1));
+  EXPECT_TRUE(pool.verify(1, key_of(0), toks));
+  EXPECT_FALSE(pool.verify(1, std::nullopt, toks));                     // other parent
+  EXPECT_FALSE(pool.verify(1, key_of(0), std::vector<int32_t>{1, 3}));  // other tokens
+  EXPECT_EQ(pool.dump(), "blocks total=4 used=0 free=4 cached=2\nrefs [c c . .]\n  block 0 key " +
+                             key_of(0).short_hex() + " parent - cached\n  block 1 key " +
+                             key_of(1).short_hex() + " parent " + key_of(0).short_hex() +
+                             " cached");
+
+  // A hit takes a cached block back out of the queue (ref 0 -> 1).
+  pool.ref(1);
+  EXPECT_EQ(pool.free_queue(), (std::vector<BlockId>{3, 0, 2}));
+  EXPECT_EQ(pool.n_blocks_cached(), 1);
+  // Allocation pops the front; the cached block 0 is evicted then, never block 1 (in use).
+  auto b = pool.allocate(2);
+  ASSERT_TRUE(b.is_ok());
+  EXPECT_EQ(*b, (std::vector<BlockId>{3, 0}));
+  EXPECT_EQ(pool.n_evictions(), 1);
+  EXPECT_FALSE(pool.find(key_of(0)).has_value());
+  EXPECT_FALSE(pool.has_key(0));
+  EXPECT_EQ(pool.find(key_of(1)), std::optional<BlockId>(1));
+  pool.release(*b);
+  pool.release(1);
+  EXPECT_EQ(pool.n_blocks_used(), 0);
+  EXPECT_EQ(pool.n_blocks_cached(), 1);
+}
+
+TEST(BlockPoolKeys, DropKeyForgetsABlockInUse) {
+  BlockPool pool(2);
+  auto a = pool.allocate(1);
+  ASSERT_TRUE(a.is_ok());
+  ASSERT_TRUE(pool.set_key(0, key_of(5), std::nullopt, std::vector<int32_t>{7}));
+  pool.drop_key(0);
+  EXPECT_FALSE(pool.find(key_of(5)).has_value());
+  pool.release(0);
+  EXPECT_EQ(pool.n_blocks_cached(), 0);
+}
+
+TEST(BlockPoolKeysDeathTest, ReferencingAFreeUnkeyedBlockIsABug) {
+  BlockPool pool(2);
+  EXPECT_DEATH(pool.ref(0), "invariant failed");
+}
+
+}  // namespace
+}  // namespace kvserve

@@ -1,0 +1,406 @@
+#include "server/openai_protocol.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "core/utf8.h"
+
+namespace kvserve::server {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::optional<ApiError> bad(std::string message, std::string param, std::string code = {}) {
+  ApiError e;
+  e.message = std::move(message);
+  e.param = std::move(param);
+  e.code = std::move(code);
+  return e;
+}
+
+std::string fmt(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+bool present(const json& b, const char* key) {
+  return b.contains(key) && !b[key].is_null();
+}
+
+// A number field in [lo, hi] (lo excluded when lo_open). Absent or null keeps `out`.
+std::optional<ApiError> get_float(const json& b, const char* key, double lo, double hi,
+                                  bool lo_open, float& out) {
+  if (!present(b, key)) return std::nullopt;
+  const json& v = b[key];
+  if (!v.is_number()) return bad(std::string(key) + " must be a number", key);
+  const double x = v.get<double>();
+  const bool ok = std::isfinite(x) && (lo_open ? x > lo : x >= lo) && x <= hi;
+  if (!ok) {
+    return bad(std::string(key) + " must be in " + (lo_open ? "(" : "[") + fmt(lo) + ", " +
+                   fmt(hi) + "], got " + v.dump(),
+               key);
+  }
+  out = static_cast<float>(x);
+  return std::nullopt;
+}
+
+std::optional<ApiError> get_int(const json& b, const char* key, int64_t lo, int64_t hi,
+                                int64_t& out) {
+  if (!present(b, key)) return std::nullopt;
+  const json& v = b[key];
+  if (!v.is_number_integer()) return bad(std::string(key) + " must be an integer", key);
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return bad(std::string(key) + " is out of range", key);
+  }
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) {
+    return bad(std::string(key) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                   "], got " + std::to_string(x),
+               key);
+  }
+  out = x;
+  return std::nullopt;
+}
+
+std::optional<ApiError> get_bool(const json& b, const char* key, bool& out) {
+  if (!present(b, key)) return std::nullopt;
+  if (!b[key].is_boolean()) return bad(std::string(key) + " must be a boolean", key);
+  out = b[key].get<bool>();
+  return std::nullopt;
+}
+
+#define KV_API_TRY(expr)             \
+  do {                               \
+    if (auto _e = (expr)) return _e; \
+  } while (0)
+
+std::optional<ApiError> check_tokens(const std::vector<int32_t>& ids, const ProtocolContext& ctx) {
+  if (ids.empty()) return bad("the prompt is empty", "prompt");
+  if (static_cast<int>(ids.size()) > ctx.n_ctx) {
+    return bad("This model's maximum context length is " + std::to_string(ctx.n_ctx) +
+                   " tokens, but the prompt has " + std::to_string(ids.size()) + " tokens",
+               "prompt", "context_length_exceeded");
+  }
+  for (int32_t t : ids) {
+    if (t < 0 || t >= ctx.model->config.n_vocab) {
+      return bad("token id " + std::to_string(t) + " is out of range [0, " +
+                     std::to_string(ctx.model->config.n_vocab) + ")",
+                 "prompt");
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_token_array(const json& a, std::vector<int32_t>& ids) {
+  for (const json& t : a) {
+    if (!t.is_number_integer()) return bad("token ids must be integers", "prompt");
+    const int64_t x = t.get<int64_t>();
+    if (x < INT32_MIN || x > INT32_MAX) return bad("token id out of range", "prompt");
+    ids.push_back(static_cast<int32_t>(x));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> encode_text(const std::string& text, const ProtocolContext& ctx,
+                                    std::vector<int32_t>& ids) {
+  const Tokenizer* tok = ctx.model->tokenizer.get();
+  if (!tok) return bad("this model has no tokenizer; send the prompt as token ids", "prompt");
+  ids = tok->encode(text, tok->add_bos_default());
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_prompt(const json& b, const ProtocolContext& ctx,
+                                     ParsedRequest& out) {
+  if (!present(b, "prompt")) return bad("prompt is required", "prompt");
+  const json& p = b["prompt"];
+  const Tokenizer* tok = ctx.model->tokenizer.get();
+  auto add_ids = [&](std::vector<int32_t> ids) -> std::optional<ApiError> {
+    KV_API_TRY(check_tokens(ids, ctx));
+    out.prompt_texts.push_back(tok ? tok->decode(ids) : "");
+    out.prompts.push_back(std::move(ids));
+    return std::nullopt;
+  };
+  auto add_text = [&](const std::string& text) -> std::optional<ApiError> {
+    std::vector<int32_t> ids;
+    KV_API_TRY(encode_text(text, ctx, ids));
+    KV_API_TRY(check_tokens(ids, ctx));
+    out.prompt_texts.push_back(text);
+    out.prompts.push_back(std::move(ids));
+    return std::nullopt;
+  };
+  if (p.is_string()) return add_text(p.get<std::string>());
+  const char* shape =
+      "prompt must be a string, an array of token ids, an array of strings or an "
+      "array of token-id arrays";
+  if (!p.is_array() || p.empty()) return bad(shape, "prompt");
+  if (p[0].is_number_integer()) {
+    std::vector<int32_t> ids;
+    KV_API_TRY(parse_token_array(p, ids));
+    return add_ids(std::move(ids));
+  }
+  if (p.size() > 64) return bad("at most 64 prompts per request", "prompt");
+  for (const json& e : p) {
+    if (e.is_string()) {
+      KV_API_TRY(add_text(e.get<std::string>()));
+    } else if (e.is_array()) {
+      std::vector<int32_t> ids;
+      KV_API_TRY(parse_token_array(e, ids));
+      KV_API_TRY(add_ids(std::move(ids)));
+    } else {
+      return bad(shape, "prompt");
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_stop(const json& b, ParsedRequest& out) {
+  if (!present(b, "stop")) return std::nullopt;
+  const json& s = b["stop"];
+  if (s.is_string()) {
+    if (!s.get<std::string>().empty()) out.stop.push_back(s.get<std::string>());
+    return std::nullopt;
+  }
+  if (!s.is_array()) return bad("stop must be a string or an array of strings", "stop");
+  if (s.size() > 16) return bad("at most 16 stop strings", "stop");
+  for (const json& e : s) {
+    if (!e.is_string()) return bad("stop must be a string or an array of strings", "stop");
+    if (!e.get<std::string>().empty()) out.stop.push_back(e.get<std::string>());
+  }
+  return std::nullopt;
+}
+
+// Fields shared by both endpoints.
+std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
+                                     ParsedRequest& out) {
+  int64_t v = 0;
+  SamplingParams& sp = out.sampling;
+  sp.temperature = 1.0f;  // the OpenAI default
+  KV_API_TRY(get_float(b, "temperature", 0, 2, false, sp.temperature));
+  KV_API_TRY(get_float(b, "top_p", 0, 1, true, sp.top_p));
+  KV_API_TRY(get_float(b, "min_p", 0, 1, false, sp.min_p));
+  KV_API_TRY(get_float(b, "repetition_penalty", 0, 10, true, sp.repeat_penalty));
+  float ignored = 0;
+  KV_API_TRY(get_float(b, "presence_penalty", -2, 2, false, ignored));
+  KV_API_TRY(get_float(b, "frequency_penalty", -2, 2, false, ignored));
+  v = 0;
+  KV_API_TRY(get_int(b, "top_k", -1, 1 << 30, v));
+  sp.top_k = v < 0 ? 0 : static_cast<int>(v);
+  if (present(b, "seed")) {
+    KV_API_TRY(get_int(b, "seed", INT64_MIN, INT64_MAX, v));
+    sp.seed = static_cast<uint64_t>(v);
+  } else {
+    static std::random_device rd;
+    sp.seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  v = 1;
+  KV_API_TRY(get_int(b, "n", 1, 64, v));
+  out.n = static_cast<int>(v);
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (!present(b, key)) continue;
+    KV_API_TRY(get_int(b, key, 0, ctx.n_ctx, v));
+    out.max_tokens = static_cast<int>(v);
+    out.max_tokens_given = true;
+  }
+  KV_API_TRY(parse_stop(b, out));
+  KV_API_TRY(get_bool(b, "stream", out.stream));
+  if (present(b, "stream_options")) {
+    const json& so = b["stream_options"];
+    if (!so.is_object()) return bad("stream_options must be an object", "stream_options");
+    if (!out.stream)
+      return bad("stream_options is only allowed with stream: true", "stream_options");
+    KV_API_TRY(get_bool(so, "include_usage", out.include_usage));
+  }
+  KV_API_TRY(get_bool(b, "ignore_eos", out.ignore_eos));
+  if (present(b, "cache_salt")) {
+    if (!b["cache_salt"].is_string()) return bad("cache_salt must be a string", "cache_salt");
+    out.cache_salt = b["cache_salt"].get<std::string>();
+  }
+  if (present(b, "model") && !b["model"].is_string()) return bad("model must be a string", "model");
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_content(const json& m, std::string& out) {
+  if (!m.contains("content") || m["content"].is_null()) return std::nullopt;
+  const json& c = m["content"];
+  if (c.is_string()) {
+    out = c.get<std::string>();
+    return std::nullopt;
+  }
+  if (!c.is_array())
+    return bad("message content must be a string or an array of parts", "messages");
+  for (const json& part : c) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string()) {
+      return bad("only text content parts are supported", "messages");
+    }
+    out += part["text"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+json ApiError::body() const {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code.empty() ? json(nullptr) : json(code)}}}};
+}
+
+std::optional<ApiError> parse_completion(const json& b, const ProtocolContext& ctx,
+                                         ParsedRequest& out) {
+  if (!b.is_object()) return bad("the request body must be a JSON object", "");
+  out.chat = false;
+  KV_API_TRY(parse_common(b, ctx, out));
+  KV_API_TRY(parse_prompt(b, ctx, out));
+  KV_API_TRY(get_bool(b, "echo", out.echo));
+  if (present(b, "logprobs")) {
+    int64_t k = 0;
+    KV_API_TRY(get_int(b, "logprobs", 0, 20, k));
+    out.logprobs = static_cast<int>(k);
+  }
+  if (out.prompts.size() * out.n > 64) return bad("prompts x n must be at most 64", "n");
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_chat(const json& b, const ProtocolContext& ctx, ParsedRequest& out) {
+  if (!b.is_object()) return bad("the request body must be a JSON object", "");
+  out.chat = true;
+  KV_API_TRY(parse_common(b, ctx, out));
+  if (!present(b, "messages") || !b["messages"].is_array() || b["messages"].empty()) {
+    return bad("messages must be a non-empty array", "messages");
+  }
+  std::vector<ChatMessage> msgs;
+  for (const json& m : b["messages"]) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return bad("each message must be an object with a string role", "messages");
+    }
+    ChatMessage cm;
+    cm.role = m["role"].get<std::string>();
+    if (cm.role == "developer") cm.role = "system";
+    KV_API_TRY(parse_content(m, cm.content));
+    msgs.push_back(std::move(cm));
+  }
+  if (ctx.chat_template.empty()) {
+    return bad(
+        "this model has no chat template the server can render (none in the model file, "
+        "or an unsupported one); start the server with --chat-template NAME (chatml, "
+        "llama-3, llama-2, mistral, zephyr) or use /v1/completions",
+        "messages", "chat_template_missing");
+  }
+  auto text = render_chat(ctx.chat_template, msgs);
+  if (!text) return bad(text.status().message(), "messages");
+  const Tokenizer* tok = ctx.model->tokenizer.get();
+  if (!tok) return bad("this model has no tokenizer", "messages");
+  std::vector<int32_t> ids = encode_with_specials(*tok, *text);
+  KV_API_TRY(check_tokens(ids, ctx));
+  out.prompt_texts.push_back(*text);
+  if (!out.max_tokens_given) out.max_tokens = ctx.n_ctx - static_cast<int>(ids.size());
+  out.prompts.push_back(std::move(ids));
+  bool want = false;
+  KV_API_TRY(get_bool(b, "logprobs", want));
+  int64_t k = 0;
+  KV_API_TRY(get_int(b, "top_logprobs", 0, 20, k));
+  if (present(b, "top_logprobs") && !want) {
+    return bad("top_logprobs requires logprobs: true", "top_logprobs");
+  }
+  if (want) out.logprobs = static_cast<int>(k);
+  return std::nullopt;
+}
+
+std::shared_ptr<Request> make_engine_request(const ParsedRequest& p) {
+  auto req = std::make_shared<Request>();
+  req->cache_salt = p.cache_salt;
+  int index = 0;
+  for (const auto& prompt : p.prompts) {
+    for (int i = 0; i < p.n; ++i) {
+      SeqSpec s;
+      s.prompt = prompt;
+      s.max_tokens = p.max_tokens;
+      s.sampling = p.sampling;
+      s.sampling.seed = p.sampling.seed + i;
+      s.ignore_eos = p.ignore_eos;
+      s.stop = p.stop;
+      s.n_logprobs = p.logprobs;
+      s.index = index++;
+      req->seqs.push_back(std::move(s));
+    }
+  }
+  return req;
+}
+
+json usage_json(const std::vector<ChoiceResult>& choices, int n_per_prompt) {
+  int prompt = 0, completion = 0, cached = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (i % n_per_prompt == 0) {  // each prompt counted once, as OpenAI does
+      prompt += choices[i].n_prompt_tokens;
+      cached += choices[i].n_cached_tokens;
+    }
+    completion += choices[i].n_completion_tokens;
+  }
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+}
+
+namespace {
+std::string token_text(const Tokenizer* tok, int32_t t) {
+  return tok ? tok->decode_token(-1, t) : std::to_string(t);
+}
+// JSON strings must be valid UTF-8; a token that is a partial character is shown escaped.
+std::string safe_text(std::string s) {
+  if (utf8_valid(s)) return s;
+  std::string out;
+  char buf[8];
+  for (unsigned char c : s) {
+    std::snprintf(buf, sizeof buf, "\\x%02x", c);
+    out += buf;
+  }
+  return out;
+}
+}  // namespace
+
+json completion_logprobs_json(const Tokenizer* tok, const std::vector<TokenLogprob>& lps,
+                              size_t offset) {
+  json tokens = json::array(), lp = json::array(), top = json::array(), offs = json::array();
+  for (const auto& l : lps) {
+    const std::string t = safe_text(token_text(tok, l.token));
+    tokens.push_back(t);
+    lp.push_back(l.logprob);
+    json alt = json::object();
+    for (const auto& [id, v] : l.top) alt[safe_text(token_text(tok, id))] = v;
+    top.push_back(alt);
+    offs.push_back(offset);
+    offset += t.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lp}, {"top_logprobs", top}, {"text_offset", offs}};
+}
+
+json chat_logprobs_json(const Tokenizer* tok, const std::vector<TokenLogprob>& lps) {
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  json content = json::array();
+  for (const auto& l : lps) {
+    const std::string raw = token_text(tok, l.token);
+    json alts = json::array();
+    for (const auto& [id, v] : l.top) {
+      const std::string r = token_text(tok, id);
+      alts.push_back({{"token", safe_text(r)}, {"logprob", v}, {"bytes", bytes(r)}});
+    }
+    content.push_back({{"token", safe_text(raw)},
+                       {"logprob", l.logprob},
+                       {"bytes", bytes(raw)},
+                       {"top_logprobs", alts}});
+  }
+  return {{"content", content}};
+}
+
+}  // namespace kvserve::server

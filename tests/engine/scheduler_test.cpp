@@ -1,0 +1,378 @@
+// The batching engine's contract, without HTTP: many concurrent greedy requests get exactly the
+// tokens each gets alone (Generator), also when a tiny KV cache forces preemption and
+// recomputation; every block is free afterwards; a step never exceeds its token budget and
+// never leaves a decoding sequence out for a prefill chunk.
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "engine/engine_loop.h"
+#include "engine/generator.h"
+#include "model/synth.h"
+#include "test_util.h"
+
+namespace kvserve {
+namespace {
+
+const Model* load_cached(const std::string& path) {
+  static std::map<std::string, std::unique_ptr<Model>> models;
+  auto it = models.find(path);
+  if (it != models.end()) return it->second.get();
+  auto m = load_model(path);
+  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+  if (!m) return nullptr;
+  return (models[path] = std::move(*m)).get();
+}
+
+const Model* demo_model() {
+  static test::TempDir dir;
+  const std::string path = dir.file("demo.gguf");
+  if (!std::filesystem::exists(path)) {
+    SynthOptions so;
+    so.preset = "demo";
+    so.dtype = DType::kF32;
+    so.out_path = path;
+    so.seed = 7;
+    Status st = write_synth_model(so);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+  }
+  return load_cached(path);
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  std::string text, finish_reason;
+};
+
+// Reads a request's channel until every sequence has finished.
+std::vector<Outcome> collect(Request& req) {
+  std::vector<Outcome> out(req.seqs.size());
+  size_t n_done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (n_done < out.size()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "request did not finish";
+      break;
+    }
+    for (SeqEvent& e : req.channel->wait(std::chrono::milliseconds(100))) {
+      Outcome& o = out[e.index];
+      o.tokens.insert(o.tokens.end(), e.tokens.begin(), e.tokens.end());
+      o.text += e.text;
+      if (e.finished) {
+        o.finish_reason = e.finish_reason;
+        ++n_done;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> make_prompts(const Model& m, int n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n; ++i) {
+    const int len = 1 + static_cast<int>(rng.next() % 60);
+    std::vector<int32_t> p;
+    for (int j = 0; j < len; ++j)
+      p.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
+    prompts.push_back(p);
+  }
+  return prompts;
+}
+
+std::vector<int32_t> reference(const Model& m, const std::vector<int32_t>& prompt, int n,
+                               const SamplingParams& sp = {}) {
+  EngineOptions eo;
+  eo.n_ctx = 256;
+  eo.kv_type = DType::kF32;
+  eo.n_threads = 2;
+  auto gen = Generator::create(m, eo);
+  EXPECT_TRUE(gen.is_ok());
+  GenerateRequest req;
+  req.prompt = prompt;
+  req.n_predict = n;
+  req.sampling = sp;
+  auto r = (*gen)->generate(req);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return r->tokens;
+}
+
+struct RunStats {
+  int64_t preemptions = 0;
+  int blocks_used_after = -1;
+};
+
+// Submits every prompt at once (one request each) and returns the outcomes in order.
+std::vector<Outcome> run_engine(const Model& m, const std::vector<std::vector<int32_t>>& prompts,
+                                const std::vector<int>& n_gen, EngineLoopOptions o,
+                                RunStats* stats = nullptr) {
+  o.engine.n_ctx = 256;
+  o.engine.kv_type = DType::kF32;
+  o.engine.n_threads = 2;
+  o.max_queue = 1000;
+  auto loop = EngineLoop::create(m, o);
+  EXPECT_TRUE(loop.is_ok()) << loop.status().to_string();
+  std::vector<std::shared_ptr<Request>> reqs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = std::make_shared<Request>();
+    SeqSpec s;
+    s.prompt = prompts[i];
+    s.max_tokens = n_gen[i];
+    r->seqs.push_back(s);
+    Status st = (*loop)->submit(r);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    reqs.push_back(r);
+  }
+  std::vector<Outcome> out;
+  for (auto& r : reqs) out.push_back(collect(*r)[0]);
+  // The loop updates its stats after the step that finished the last sequence.
+  for (int i = 0; i < 100 && (*loop)->stats().kv_blocks_used.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (stats) {
+    stats->preemptions = (*loop)->stats().preemptions_total.load();
+    stats->blocks_used_after = (*loop)->stats().kv_blocks_used.load();
+  }
+  return out;
+}
+
+void expect_batch_invariant(const Model& m, EngineLoopOptions o, bool expect_preemption) {
+  const int n = 32;
+  auto prompts = make_prompts(m, n, 99);
+  std::vector<int> n_gen;
+  for (int i = 0; i < n; ++i) n_gen.push_back(4 + (i * 7) % 37);
+  RunStats st;
+  auto got = run_engine(m, prompts, n_gen, o, &st);
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(got[i].tokens, reference(m, prompts[i], n_gen[i])) << "request " << i;
+  }
+  EXPECT_EQ(st.blocks_used_after, 0);
+  if (expect_preemption) {
+    EXPECT_GT(st.preemptions, 0);
+  }
+}
+
+TEST(SchedulerEngine, BatchInvarianceDemo) {
+  const Model* m = demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.sched.max_batch_tokens = 64;  // forces chunked prefill
+  o.sched.max_seqs = 16;
+  expect_batch_invariant(*m, o, false);
+}
+
+TEST(SchedulerEngine, BatchInvarianceStories260K) {
+  const std::string path = test::shared_model_path("stories260K/stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(path);
+  const Model* m = load_cached(path);
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.sched.max_batch_tokens = 48;
+  o.sched.max_seqs = 32;
+  expect_batch_invariant(*m, o, false);
+}
+
+TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
+  const Model* m = demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.block_size = 4;
+  o.engine.kv_blocks = 40;  // 160 tokens for 32 sequences of up to 100: constant preemption
+  o.sched.max_batch_tokens = 64;
+  o.sched.max_seqs = 16;
+  expect_batch_invariant(*m, o, true);
+}
+
+TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
+  const Model* m = demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.sched.kind = SchedulerKind::kStatic;
+  o.sched.max_seqs = 8;
+  expect_batch_invariant(*m, o, false);
+}
+
+TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
+  const Model* m = demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.n_ctx = 256;
+  o.engine.kv_type = DType::kF32;
+  o.engine.n_threads = 2;
+  auto loop = EngineLoop::create(*m, o);
+  ASSERT_TRUE(loop.is_ok());
+  auto req = std::make_shared<Request>();
+  const auto prompts = make_prompts(*m, 1, 5);
+  for (int i = 0; i < 3; ++i) {  // n = 3: seeds 10, 11, 12
+    SeqSpec s;
+    s.prompt = prompts[0];
+    s.max_tokens = 12;
+    s.sampling.temperature = 0.9f;
+    s.sampling.top_p = 0.95f;
+    s.sampling.seed = 10 + i;
+    s.index = i;
+    req->seqs.push_back(s);
+  }
+  ASSERT_TRUE((*loop)->submit(req).is_ok());
+  auto got = collect(*req);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i].tokens, reference(*m, prompts[0], 12, req->seqs[i].sampling)) << i;
+  }
+}
+
+// A model slow enough (stories15m shape, ~1 ms per token) that a long request is still running
+// when the test cancels it.
+const Model* slow_model() {
+  static test::TempDir dir;
+  const std::string path = dir.file("stories15m.gguf");
+  if (!std::filesystem::exists(path)) {
+    SynthOptions so;
+    so.preset = "stories15m";
+    so.dtype = DType::kQ8_0;
+    so.out_path = path;
+    Status st = write_synth_model(so);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+  }
+  return load_cached(path);
+}
+
+TEST(SchedulerEngine, CancellationFreesBlocks) {
+  const Model* m = slow_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.n_ctx = 1100;
+  o.engine.n_threads = 1;
+  auto loop = EngineLoop::create(*m, o);
+  ASSERT_TRUE(loop.is_ok());
+  auto req = std::make_shared<Request>();
+  SeqSpec s;
+  s.prompt = make_prompts(*m, 1, 3)[0];
+  s.max_tokens = 1000;
+  s.ignore_eos = true;
+  req->seqs.push_back(s);
+  ASSERT_TRUE((*loop)->submit(req).is_ok());
+  auto first = req->channel->wait(std::chrono::milliseconds(5000));  // the first tokens
+  ASSERT_FALSE(first.empty());
+  ASSERT_FALSE(first.back().finished);
+  (*loop)->cancel(req);
+  auto got = collect(*req);
+  EXPECT_EQ(got[0].finish_reason, "cancelled");
+  EXPECT_LT(got[0].tokens.size() + first.size(), 1000u);
+  for (int i = 0; i < 100 && (*loop)->stats().kv_blocks_used.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ((*loop)->stats().kv_blocks_used.load(), 0);
+  EXPECT_EQ((*loop)->n_in_flight(), 0);
+}
+
+TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
+  const Model* m = demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.n_ctx = 64;
+  o.engine.n_threads = 1;
+  o.sched.max_seqs = 1;
+  o.max_queue = 0;
+  auto loop = EngineLoop::create(*m, o);
+  ASSERT_TRUE(loop.is_ok());
+  auto bad = std::make_shared<Request>();
+  bad->seqs.push_back(SeqSpec{});
+  EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // empty prompt
+  bad->seqs[0].prompt.assign(65, 5);
+  EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // over the context
+  auto a = std::make_shared<Request>();
+  SeqSpec s;
+  s.prompt = {5, 6, 7};
+  s.max_tokens = 50;
+  s.ignore_eos = true;
+  a->seqs.push_back(s);
+  ASSERT_TRUE((*loop)->submit(a).is_ok());
+  auto b = std::make_shared<Request>();
+  b->seqs.push_back(s);
+  EXPECT_EQ((*loop)->submit(b).code(), StatusCode::kOutOfMemory);  // queue full
+  collect(*a);
+  EXPECT_TRUE((*loop)->submit(b).is_ok());
+  collect(*b);
+}
+
+// Scheduler alone (no model): budgets and chunking.
+TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
+  KvLayout layout;
+  layout.n_layer = 1;
+  layout.n_head_kv = 1;
+  layout.head_dim = 4;
+  layout.block_size = 4;
+  layout.type = DType::kF32;
+  auto kv = KvCacheManager::create(layout, 1000);
+  ASSERT_TRUE(kv.is_ok());
+  SchedulerOptions so;
+  so.max_batch_tokens = 32;
+  so.max_seqs = 4;
+  Scheduler sched(**kv, so);
+  auto req = std::make_shared<Request>();
+  for (int i = 0; i < 3; ++i) {
+    SeqSpec s;
+    s.prompt.assign(i == 0 ? 5 : 100, 7);
+    s.max_tokens = 100;
+    req->seqs.push_back(s);
+  }
+  for (int i = 0; i < 3; ++i) sched.add(std::make_unique<Sequence>(i, req, &req->seqs[i]));
+
+  int steps = 0;
+  while (steps < 20) {
+    auto plan = sched.schedule();
+    ASSERT_FALSE(plan.empty());
+    int total = 0;
+    for (auto& c : plan) total += c.n_tokens;
+    EXPECT_LE(total, so.max_batch_tokens);
+    sched.commit(plan);
+    // Sequence 0 decodes from the second step on: it is in every plan, with one token.
+    bool seq0 = false;
+    for (auto& c : plan) {
+      if (c.samples()) c.seq->tokens.push_back(9);  // pretend to sample
+      if (c.seq->id == 0) {
+        seq0 = true;
+        if (steps > 0) {
+          EXPECT_EQ(c.n_tokens, 1);
+        }
+      }
+    }
+    EXPECT_TRUE(seq0) << "step " << steps;
+    ++steps;
+  }
+  for (Sequence* s : sched.all()) sched.finish(s);
+  EXPECT_EQ((*kv)->pool().n_blocks_used(), 0);
+}
+
+TEST(Scheduler, AdmissionWaitsForBlocks) {
+  KvLayout layout;
+  layout.n_layer = 1;
+  layout.n_head_kv = 1;
+  layout.head_dim = 4;
+  layout.block_size = 4;
+  layout.type = DType::kF32;
+  auto kv = KvCacheManager::create(layout, 10);  // 40 tokens
+  ASSERT_TRUE(kv.is_ok());
+  SchedulerOptions so;
+  Scheduler sched(**kv, so);
+  auto req = std::make_shared<Request>();
+  for (int i = 0; i < 2; ++i) {
+    SeqSpec s;
+    s.prompt.assign(24, 7);  // 6 blocks each: both cannot be admitted
+    req->seqs.push_back(s);
+  }
+  for (int i = 0; i < 2; ++i) sched.add(std::make_unique<Sequence>(i, req, &req->seqs[i]));
+  auto plan = sched.schedule();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(sched.n_running(), 1);
+  EXPECT_EQ(sched.n_waiting(), 1);
+  sched.finish(plan[0].seq);
+  plan = sched.schedule();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].seq->id, 1);
+}
+
+}  // namespace
+}  // namespace kvserve
