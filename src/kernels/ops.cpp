@@ -145,8 +145,8 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
 
 const KernelTable& table() {
   static const KernelTable t{CpuLevel::kScalar, matmul_f32,  matmul_f16,    matmul_bf16,
-                             matmul_q8_0,       matmul_q4_0, quantize_acts, dot_f32,
-                             axpy_f32,          sum_squares, scale_mul};
+                             matmul_q8_0,       matmul_q4_0, quantize_acts, nullptr,
+                             dot_f32,           axpy_f32,    sum_squares,   scale_mul};
   return t;
 }
 
@@ -186,6 +186,8 @@ struct Scratch {
   std::vector<int8_t> qs;
   std::vector<float> d;
   std::vector<int32_t> s8;
+  std::vector<int32_t> corr;  // prep_acts outputs
+  std::vector<float> dxs;
   std::vector<float> row;  // dequantized weight row (q4_k / q6_k path)
 };
 
@@ -239,15 +241,27 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
       int8_t* qs = grow(s.qs, static_cast<size_t>(n_tok * cols));
       float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
       int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
+      const int64_t np16 = 16 * ((nb + 1) / 2);
+      int32_t* corr = nullptr;
+      float* dxs = nullptr;
+      if (k.prep_acts) {
+        corr = grow(s.corr, static_cast<size_t>(n_tok * np16));
+        dxs = grow(s.dxs, static_cast<size_t>(n_tok * np16));
+      }
+      const bool q4 = w.type == DType::kQ4_0;
       auto quant = [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
+        for (int64_t t = t0; t < t1; ++t) {
           k.quantize_acts(x + t * cols, cols, qs + t * cols, d + t * nb, s8 + t * nb);
+          if (k.prep_acts)
+            k.prep_acts(qs + t * cols, d + t * nb, s8 + t * nb, cols, q4, corr + t * np16,
+                        dxs + t * np16);
+        }
       };
       if (n_tok * cols >= 64 * 1024)
         pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
       else
         quant(0, n_tok);
-      a.qa = QuantActs{qs, d, s8};
+      a.qa = QuantActs{qs, d, s8, corr, dxs};
       break;
     }
     case DType::kQ4_K:

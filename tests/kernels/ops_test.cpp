@@ -205,6 +205,24 @@ TEST(Matmul, BatchAndThreadInvariance) {
     check_determinism(t, 129, 768, seed++);
     check_determinism(t, 40, 5632, seed++);
   }
+  // q8_0 / q4_0 edge cases of the tiled integer kernels: an odd number of blocks (the last one
+  // alone in its pair), and rows too long for the per-chunk prepared-row buffer (AVX-512).
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    check_determinism(t, 37, 96, seed++);
+    check_determinism(t, 70, 1056, seed++);
+    check_determinism(t, 9, 12320, seed++);
+  }
+}
+
+TEST(Matmul, QuantLargeShapesMatchReference) {
+  // Many token tiles over several prepared row chunks, and rows longer than one chunk.
+  uint32_t seed = 6000;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    const Weights a(t, 203, 1056, seed++);
+    check_against_reference(a, 21, seed++);
+    const Weights b(t, 9, 12320, seed++);
+    check_against_reference(b, 6, seed++);
+  }
 }
 
 TEST(Matmul, PublicEntryUsesActiveLevel) {
