@@ -11,37 +11,11 @@
 #include <sstream>
 
 #include "model/synth.h"
+#include "test_models.h"
 #include "test_util.h"
 
 namespace kvserve {
 namespace {
-
-// Models are loaded once per process and kept: tests only read them.
-const Model* cached_model(const std::string& key, const std::string& path) {
-  static std::map<std::string, std::unique_ptr<Model>> models;
-  auto it = models.find(key);
-  if (it != models.end()) return it->second.get();
-  auto m = load_model(path);
-  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
-  if (!m) return nullptr;
-  return (models[key] = std::move(*m)).get();
-}
-
-// A synth "demo" model of the given weight type, written once into a temp dir.
-const Model* synth_model(DType t) {
-  static test::TempDir dir;
-  const std::string path = dir.file(std::string("demo-") + dtype_name(t) + ".gguf");
-  if (!std::filesystem::exists(path)) {
-    SynthOptions so;
-    so.preset = "demo";
-    so.dtype = t;
-    so.out_path = path;
-    so.seed = 5;
-    Status st = write_synth_model(so);
-    EXPECT_TRUE(st.is_ok()) << st.to_string();
-  }
-  return cached_model(path, path);
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -111,7 +85,7 @@ class CacheVsRecompute : public ::testing::TestWithParam<int> {};
 TEST_P(CacheVsRecompute, Stories260KGguf) {
   const std::string path = test::shared_model_path("stories260K/stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(path);
-  const Model* m = cached_model("gguf", path);
+  const Model* m = test::load_model_once(path);
   ASSERT_NE(m, nullptr);
   expect_cache_equals_recompute(*m, some_prompt(19, m->config.n_vocab, 1), 24, GetParam());
   expect_cache_equals_recompute(*m, some_prompt(5, m->config.n_vocab, 2), 16, GetParam(), 0.9f);
@@ -120,7 +94,7 @@ TEST_P(CacheVsRecompute, Stories260KGguf) {
 TEST_P(CacheVsRecompute, Stories260KQ80Checkpoint) {
   const std::string path = test::shared_model_path("stories260K/stories260K_q80.bin");
   KV_REQUIRE_SHARED_FILE(path);
-  const Model* m = cached_model("q80", path);
+  const Model* m = test::load_model_once(path);
   ASSERT_NE(m, nullptr);
   expect_cache_equals_recompute(*m, some_prompt(11, m->config.n_vocab, 3), 20, GetParam());
 }
@@ -128,7 +102,7 @@ TEST_P(CacheVsRecompute, Stories260KQ80Checkpoint) {
 TEST_P(CacheVsRecompute, SynthModelsEveryWeightType) {
   for (DType t : {DType::kF32, DType::kF16, DType::kQ8_0, DType::kQ4_0}) {
     SCOPED_TRACE(dtype_name(t));
-    const Model* m = synth_model(t);
+    const Model* m = test::synth_demo_model(t, 5);
     ASSERT_NE(m, nullptr);
     expect_cache_equals_recompute(*m, some_prompt(13, m->config.n_vocab, 4), 12, GetParam());
   }
@@ -137,7 +111,7 @@ TEST_P(CacheVsRecompute, SynthModelsEveryWeightType) {
 INSTANTIATE_TEST_SUITE_P(BlockSizes, CacheVsRecompute, ::testing::Values(1, 16, 256));
 
 TEST(Generator, F16KvCacheAlsoMatchesRecompute) {
-  const Model* m = synth_model(DType::kF16);
+  const Model* m = test::synth_demo_model(DType::kF16, 5);
   ASSERT_NE(m, nullptr);
   RunOut a = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, true, 16, 0, DType::kF16);
   RunOut b = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, false, 16, 0, DType::kF16);
@@ -151,7 +125,7 @@ void expect_reference_text(const std::string& model_file) {
   const std::string dir = test::shared_model_path("stories260K");
   const std::string path = dir + "/" + model_file;
   KV_REQUIRE_SHARED_FILE(path);
-  const Model* m = cached_model(model_file, path);
+  const Model* m = test::load_model_once(path);
   ASSERT_NE(m, nullptr);
   ASSERT_NE(m->tokenizer, nullptr);
   const std::string ref = read_text(dir + "/reference_greedy_fp32_run.c.txt");
@@ -174,11 +148,15 @@ void expect_reference_text(const std::string& model_file) {
   }
 }
 
-TEST(Reference, Stories260KGgufGreedyTextMatchesRunC) { expect_reference_text("stories260K.gguf"); }
-TEST(Reference, Stories260KLlama2cGreedyTextMatchesRunC) { expect_reference_text("stories260K.bin"); }
+TEST(Reference, Stories260KGgufGreedyTextMatchesRunC) {
+  expect_reference_text("stories260K.gguf");
+}
+TEST(Reference, Stories260KLlama2cGreedyTextMatchesRunC) {
+  expect_reference_text("stories260K.bin");
+}
 
 TEST(Generator, ExhaustedKvBudgetIsAClearErrorAndLeaksNothing) {
-  const Model* m = synth_model(DType::kF32);
+  const Model* m = test::synth_demo_model(DType::kF32, 5);
   ASSERT_NE(m, nullptr);
   EngineOptions eo;
   eo.block_size = 4;
@@ -204,7 +182,7 @@ TEST(Generator, ExhaustedKvBudgetIsAClearErrorAndLeaksNothing) {
 }
 
 TEST(Generator, RejectsBadPrompts) {
-  const Model* m = synth_model(DType::kF32);
+  const Model* m = test::synth_demo_model(DType::kF32, 5);
   ASSERT_NE(m, nullptr);
   EngineOptions eo;
   eo.n_ctx = 16;
@@ -224,7 +202,7 @@ TEST(Generator, RejectsBadPrompts) {
 }
 
 TEST(Generator, StopsAtContextLimitAndAtCancel) {
-  const Model* m = synth_model(DType::kF32);
+  const Model* m = test::synth_demo_model(DType::kF32, 5);
   ASSERT_NE(m, nullptr);
   EngineOptions eo;
   eo.n_ctx = 10;

@@ -10,34 +10,11 @@
 #include "engine/generator.h"
 #include "model/synth.h"
 #include "prefix/prefix_cache.h"
+#include "test_models.h"
 #include "test_util.h"
 
 namespace kvserve {
 namespace {
-
-const Model* load_once(const std::string& path) {
-  static std::map<std::string, std::unique_ptr<Model>> models;
-  auto it = models.find(path);
-  if (it != models.end()) return it->second.get();
-  auto m = load_model(path);
-  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
-  if (!m) return nullptr;
-  return (models[path] = std::move(*m)).get();
-}
-
-const Model* demo_model() {
-  static test::TempDir dir;
-  const std::string path = dir.file("demo-f32.gguf");
-  if (!std::filesystem::exists(path)) {
-    SynthOptions so;
-    so.preset = "demo";
-    so.dtype = DType::kF32;
-    so.out_path = path;
-    so.seed = 7;
-    EXPECT_TRUE(write_synth_model(so).is_ok());
-  }
-  return load_once(path);
-}
 
 std::unique_ptr<Generator> make_gen(const Model& m, bool prefix, int block_size, int kv_blocks,
                                     HashKind hash = HashKind::kXxh3_128) {
@@ -121,7 +98,7 @@ void expect_on_equals_off(const Model& m, int block_size, int kv_blocks,
 }
 
 TEST(PrefixGenerate, GreedyOnEqualsOffDemoModel) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   expect_on_equals_off(*m, 4, 24);
   expect_on_equals_off(*m, 16, 8);
@@ -130,14 +107,14 @@ TEST(PrefixGenerate, GreedyOnEqualsOffDemoModel) {
 TEST(PrefixGenerate, GreedyOnEqualsOffStories260K) {
   const std::string path = test::shared_model_path("stories260K/stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(path);
-  const Model* m = load_once(path);
+  const Model* m = test::load_model_once(path);
   ASSERT_NE(m, nullptr);
   expect_on_equals_off(*m, 4, 24);
   expect_on_equals_off(*m, 4, 24, HashKind::kSha256);
 }
 
 TEST(PrefixGenerate, ForcedCollisionsAreMissesNotWrongOutput) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   auto on = make_gen(*m, true, 4, 64);
   auto off = make_gen(*m, false, 4, 64);
@@ -152,7 +129,7 @@ TEST(PrefixGenerate, ForcedCollisionsAreMissesNotWrongOutput) {
 }
 
 TEST(PrefixGenerate, MultiTurnReusesEveryFullBlockGeneratedTokensIncluded) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   auto on = make_gen(*m, true, 4, 64);
   auto off = make_gen(*m, false, 4, 64);
@@ -175,7 +152,7 @@ TEST(PrefixGenerate, MultiTurnReusesEveryFullBlockGeneratedTokensIncluded) {
 }
 
 TEST(PrefixGenerate, SaltsIsolateTenants) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   auto g = make_gen(*m, true, 4, 64);
   const std::vector<int32_t> p = {1, 5, 6, 7, 8, 9, 10, 11, 12, 13};
@@ -188,7 +165,7 @@ TEST(PrefixGenerate, SaltsIsolateTenants) {
 }
 
 TEST(PrefixGenerate, ParallelSamplingByForkEqualsSeparateRuns) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   for (bool prefix : {true, false}) {
     auto g = make_gen(*m, prefix, 4, 64);

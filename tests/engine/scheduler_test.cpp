@@ -11,35 +11,11 @@
 #include "engine/engine_loop.h"
 #include "engine/generator.h"
 #include "model/synth.h"
+#include "test_models.h"
 #include "test_util.h"
 
 namespace kvserve {
 namespace {
-
-const Model* load_cached(const std::string& path) {
-  static std::map<std::string, std::unique_ptr<Model>> models;
-  auto it = models.find(path);
-  if (it != models.end()) return it->second.get();
-  auto m = load_model(path);
-  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
-  if (!m) return nullptr;
-  return (models[path] = std::move(*m)).get();
-}
-
-const Model* demo_model() {
-  static test::TempDir dir;
-  const std::string path = dir.file("demo.gguf");
-  if (!std::filesystem::exists(path)) {
-    SynthOptions so;
-    so.preset = "demo";
-    so.dtype = DType::kF32;
-    so.out_path = path;
-    so.seed = 7;
-    Status st = write_synth_model(so);
-    EXPECT_TRUE(st.is_ok()) << st.to_string();
-  }
-  return load_cached(path);
-}
 
 struct Outcome {
   std::vector<int32_t> tokens;
@@ -155,7 +131,7 @@ void expect_batch_invariant(const Model& m, EngineLoopOptions o, bool expect_pre
 }
 
 TEST(SchedulerEngine, BatchInvarianceDemo) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.sched.max_batch_tokens = 64;  // forces chunked prefill
@@ -166,7 +142,7 @@ TEST(SchedulerEngine, BatchInvarianceDemo) {
 TEST(SchedulerEngine, BatchInvarianceStories260K) {
   const std::string path = test::shared_model_path("stories260K/stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(path);
-  const Model* m = load_cached(path);
+  const Model* m = test::load_model_once(path);
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.sched.max_batch_tokens = 48;
@@ -175,7 +151,7 @@ TEST(SchedulerEngine, BatchInvarianceStories260K) {
 }
 
 TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.engine.block_size = 4;
@@ -186,7 +162,7 @@ TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
 }
 
 TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.sched.kind = SchedulerKind::kStatic;
@@ -195,7 +171,7 @@ TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
 }
 
 TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.engine.n_ctx = 256;
@@ -235,7 +211,7 @@ const Model* slow_model() {
     Status st = write_synth_model(so);
     EXPECT_TRUE(st.is_ok()) << st.to_string();
   }
-  return load_cached(path);
+  return test::load_model_once(path);
 }
 
 TEST(SchedulerEngine, CancellationFreesBlocks) {
@@ -268,7 +244,7 @@ TEST(SchedulerEngine, CancellationFreesBlocks) {
 }
 
 TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
-  const Model* m = demo_model();
+  const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.engine.n_ctx = 64;
