@@ -45,17 +45,25 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
   // The n_gqa query heads that share kv head g: [n_gqa][hd].
   const float* qg = q + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
 
-  // Runs of consecutive positions that lie in one block.
-  auto for_runs = [&](auto&& fn) {
+  // Runs of consecutive positions that lie in one block. Each block's tile is a short separate
+  // run of memory, so the next one is prefetched while this one is read.
+  auto for_runs = [&](auto&& tile_of, auto&& fn) {
     for (int t = t_begin; t < t_end;) {
       const int off = t % bs, len = std::min(bs - off, t_end - t);
+      if (t + len < t_end) {
+        const uint8_t* next = tile_of(s.table->blocks[(t + len) / bs]);
+        const size_t n_next = static_cast<size_t>(std::min(bs, t_end - t - len)) * row_bytes;
+        for (size_t i = 0; i < n_next; i += 64) __builtin_prefetch(next + i);
+      }
       fn(s.table->blocks[t / bs], off, t - t_begin, len);
       t += len;
     }
   };
-  for_runs([&](BlockId b, int off, int at, int len) {
-    fns.scores(qg, n_gqa, kv.k_tile(layer, b, k.g) + off * row_bytes, L.type, len, hd, scale,
-               sc.data() + at, kPartition);
+  auto k_tile = [&](BlockId b) { return kv.k_tile(layer, b, k.g); };
+  auto v_tile = [&](BlockId b) { return kv.v_tile(layer, b, k.g); };
+  for_runs(k_tile, [&](BlockId b, int off, int at, int len) {
+    fns.scores(qg, n_gqa, k_tile(b) + off * row_bytes, L.type, len, hd, scale, sc.data() + at,
+               kPartition);
   });
   for (int h = 0; h < n_gqa; ++h) {
     float* sh = sc.data() + static_cast<size_t>(h) * kPartition;
@@ -64,9 +72,9 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
     l_out[h] = fns.exp_sum(sh, n, m);
   }
   std::fill(o_out, o_out + static_cast<size_t>(n_gqa) * hd, 0.0f);
-  for_runs([&](BlockId b, int off, int at, int len) {
-    fns.accum(sc.data() + at, kPartition, n_gqa, kv.v_tile(layer, b, k.g) + off * row_bytes,
-              L.type, len, hd, o_out);
+  for_runs(v_tile, [&](BlockId b, int off, int at, int len) {
+    fns.accum(sc.data() + at, kPartition, n_gqa, v_tile(b) + off * row_bytes, L.type, len, hd,
+              o_out);
   });
 }
 

@@ -13,12 +13,19 @@ inline float hsum256(__m256 v) {
 }
 // p * 2^n for integral n in [-126, 127] (exp_neg clamps its argument so n stays there).
 inline __m256 scale2n(__m256 p, __m256 n) {
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+// [sum(a), sum(b), sum(c), sum(d)] by pairwise horizontal adds, then the two 128-bit halves.
+inline __m128 reduce4_256(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 }  // namespace
 }  // namespace kvserve::kernels
 
+#define VREDUCE4(a, b, c, d) reduce4_256(a, b, c, d)
 #define VEC __m256
 #define VWIDTH 8
 #define VLOAD _mm256_loadu_ps
@@ -34,8 +41,8 @@ inline __m256 scale2n(__m256 p, __m256 n) {
 #define VROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VSCALE2N(p, n) scale2n(p, n)
 #define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))
-#define VLOAD_BF16(p)                                              \
-  _mm256_castsi256_ps(_mm256_slli_epi32(                           \
+#define VLOAD_BF16(p)                    \
+  _mm256_castsi256_ps(_mm256_slli_epi32( \
       _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16))
 #define ATTN_TILE_FNS_NAME attn_tile_fns_avx2
 
