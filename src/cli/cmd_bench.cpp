@@ -29,32 +29,6 @@ struct BenchDecodeFlags {
   bool json = false;
 };
 
-Result<std::vector<int>> parse_ints(const std::string& s, const char* what) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      const int x = std::stoi(item);
-      if (x <= 0) throw std::out_of_range("");
-      v.push_back(x);
-    } catch (...) {
-      return invalid_argument(std::string(what) + ": '" + item + "' is not a positive integer");
-    }
-  }
-  if (v.empty()) return invalid_argument(std::string(what) + " is empty");
-  return v;
-}
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
-
 struct Row {
   std::string model;
   int ctx;
@@ -94,7 +68,7 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
 }
 
 int run_decode(const BenchDecodeFlags& f) {
-  auto contexts = parse_ints(f.contexts, "--contexts");
+  auto contexts = parse_positive_ints(f.contexts, "--contexts");
   if (!contexts) return report(contexts.status());
   auto kv_type = dtype_from_name(f.kv_type);
   if (!kv_type || !kv_type_supported(*kv_type)) return report(invalid_argument("bad --kv-type"));
@@ -104,7 +78,7 @@ int run_decode(const BenchDecodeFlags& f) {
   } else {
     auto dt = dtype_from_name(f.dtype);
     if (!dt) return report(invalid_argument("bad --dtype '" + f.dtype + "'"));
-    for (const auto& p : split(f.presets)) {
+    for (const auto& p : split_list(f.presets)) {
       auto path = synth_preset_path(p, *dt);
       if (!path) return report(path.status());
       paths.push_back(*path);

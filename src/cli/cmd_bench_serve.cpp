@@ -137,25 +137,10 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   return r;
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      v.push_back(std::stoi(item));
-    } catch (...) {
-      return {};
-    }
-  }
-  return v;
-}
-
 int run_bench_serve(const BenchServeFlags& f) {
-  const std::vector<int> clients = parse_list(f.clients);
-  if (clients.empty() || *std::min_element(clients.begin(), clients.end()) < 1) {
-    return report(invalid_argument("--clients must be positive integers, e.g. 1,4,16,64"));
-  }
+  auto parsed = parse_positive_ints(f.clients, "--clients");
+  if (!parsed) return report(parsed.status());
+  const std::vector<int> clients = *parsed;
   if (f.gen_min < 1 || f.gen_max < f.gen_min || f.prompt_len < 1 || f.requests_per_client < 1) {
     return report(
         invalid_argument("need 1 <= --gen-min <= --gen-max, --prompt-len >= 1, "

@@ -101,7 +101,8 @@ int run(const GenerateFlags& f) {
     }
     std::fflush(stdout);
     req.on_token = [&](int32_t t) {
-      if (!m.is_stop_token(t) || f.ignore_eos) std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
+      if (!m.is_stop_token(t) || f.ignore_eos)
+        std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
       prev = t;
       std::fflush(stdout);
       return true;
@@ -141,6 +142,7 @@ int run(const GenerateFlags& f) {
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::fputc('\n', stdout);
+    std::fflush(stdout);  // the text ends before the stats line, also when both are piped
     std::fprintf(stderr,
                  "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
                  "decode, KV peak %d of %d blocks of %d tokens (%s), finish: %s\n",
@@ -162,16 +164,21 @@ void register_generate(CLI::App& app, int* rc) {
   add_engine_flags(*sub, f->engine);
   add_prefix_flags(*sub, f->prefix);
   sub->add_option("-p,--prompt", f->prompt, "prompt text");
-  sub->add_option("--prompt-tokens", f->prompt_tokens, "prompt as token ids, e.g. 1,2,3 (used as given)");
+  sub->add_option("--prompt-tokens", f->prompt_tokens,
+                  "prompt as token ids, e.g. 1,2,3 (used as given)");
   sub->add_option("-n,--n-predict", f->n_predict, "tokens to generate")->capture_default_str();
-  sub->add_option("--temp,--temperature", f->temperature, "temperature (0 = greedy)")->capture_default_str();
+  sub->add_option("--temp,--temperature", f->temperature, "temperature (0 = greedy)")
+      ->capture_default_str();
   sub->add_option("--top-k", f->top_k, "top-k (0 = off)")->capture_default_str();
   sub->add_option("--top-p", f->top_p, "top-p (1 = off)")->capture_default_str();
   sub->add_option("--min-p", f->min_p, "min-p (0 = off)")->capture_default_str();
-  sub->add_option("--repeat-penalty", f->repeat_penalty, "repetition penalty (1 = off)")->capture_default_str();
-  sub->add_option("--repeat-last-n", f->repeat_last_n, "tokens the penalty looks back over")->capture_default_str();
+  sub->add_option("--repeat-penalty", f->repeat_penalty, "repetition penalty (1 = off)")
+      ->capture_default_str();
+  sub->add_option("--repeat-last-n", f->repeat_last_n, "tokens the penalty looks back over")
+      ->capture_default_str();
   sub->add_option("-s,--seed", f->seed, "random seed (default: random)");
-  sub->add_flag("--no-kv-cache", f->no_kv_cache, "recompute the whole sequence every step (baseline)");
+  sub->add_flag("--no-kv-cache", f->no_kv_cache,
+                "recompute the whole sequence every step (baseline)");
   sub->add_flag("--ignore-eos", f->ignore_eos, "keep generating past end-of-sequence");
   sub->add_flag("--json", f->json, "print one JSON object instead of text");
   sub->callback([f, rc] { *rc = run(*f); });

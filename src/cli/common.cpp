@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "core/hash.h"
 #include "kv/kv_storage.h"
@@ -27,10 +28,12 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
 }
 
 void add_engine_flags(CLI::App& app, EngineFlags& f) {
-  app.add_option("--block-size", f.block_size, "tokens per KV block (1-256)")->capture_default_str();
+  app.add_option("--block-size", f.block_size, "tokens per KV block (1-256)")
+      ->capture_default_str();
   app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
   app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
-  app.add_option("--kv-type", f.kv_type, "KV element type: f32, f16 or bf16")->capture_default_str();
+  app.add_option("--kv-type", f.kv_type, "KV element type: f32, f16 or bf16")
+      ->capture_default_str();
   app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
   app.add_option("-t,--threads", f.n_threads, "threads (default: one per core)");
 }
@@ -75,7 +78,8 @@ Result<std::string> demo_model_path() {
   const std::string path = dir + "/demo-" + kDemoPreset + "-" + dtype_name(kDemoDType) + "-s" +
                            std::to_string(kDemoSeed) + ".gguf";
   if (!std::filesystem::exists(path)) {
-    std::fprintf(stderr, "kvserve: writing the built-in demo model (%s, %s, random weights) to %s\n",
+    std::fprintf(stderr,
+                 "kvserve: writing the built-in demo model (%s, %s, random weights) to %s\n",
                  kDemoPreset, dtype_name(kDemoDType), path.c_str());
     // Write to a temporary name, then rename, so an interrupted run leaves no half file.
     const std::string tmp = path + ".tmp." + std::to_string(getpid());
@@ -147,9 +151,40 @@ Result<std::string> synth_preset_path(const std::string& preset, DType dtype) {
 int report(const Status& st) {
   std::fprintf(stderr, "kvserve: error: %s\n", st.to_string().c_str());
   switch (st.code()) {
-    case StatusCode::kInvalidArgument: return 2;
-    default: return 1;
+    case StatusCode::kInvalidArgument:
+      return 2;
+    default:
+      return 1;
   }
+}
+
+Result<std::vector<int>> parse_positive_ints(const std::string& text, const char* flag) {
+  std::vector<int> v;
+  for (const std::string& item : split_list(text)) {
+    size_t used = 0;
+    int x = 0;
+    try {
+      x = std::stoi(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != item.size() || x <= 0) {
+      return invalid_argument(std::string(flag) + ": '" + item + "' is not a positive integer");
+    }
+    v.push_back(x);
+  }
+  if (v.empty()) return invalid_argument(std::string(flag) + " is empty");
+  return v;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> v;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) v.push_back(item);
+  }
+  return v;
 }
 
 }  // namespace kvserve::cli

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "engine/generator.h"
@@ -49,6 +50,11 @@ Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o);
 
 // A synth preset model cached under cache_dir() (synth-PRESET-DTYPE-s0.gguf), written once.
 Result<std::string> synth_preset_path(const std::string& preset, DType dtype);
+
+// "1,4,16" -> {1, 4, 16}; invalid_argument naming `flag` for anything not a positive integer.
+Result<std::vector<int>> parse_positive_ints(const std::string& text, const char* flag);
+// "a,b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> split_list(const std::string& text);
 
 // Prints "kvserve: error: ..." to stderr and returns the exit code for the status.
 int report(const Status& st);
