@@ -201,17 +201,7 @@ TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
 // A model slow enough (stories15m shape, ~1 ms per token) that a long request is still running
 // when the test cancels it.
 const Model* slow_model() {
-  static test::TempDir dir;
-  const std::string path = dir.file("stories15m.gguf");
-  if (!std::filesystem::exists(path)) {
-    SynthOptions so;
-    so.preset = "stories15m";
-    so.dtype = DType::kQ8_0;
-    so.out_path = path;
-    Status st = write_synth_model(so);
-    EXPECT_TRUE(st.is_ok()) << st.to_string();
-  }
-  return test::load_model_once(path);
+  return test::load_model_once(test::synth_model_path("stories15m", DType::kQ8_0));
 }
 
 TEST(SchedulerEngine, CancellationFreesBlocks) {

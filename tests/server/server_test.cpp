@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "model/synth.h"
+#include "test_models.h"
 #include "test_util.h"
 
 #ifndef KVSERVE_BINARY
@@ -46,34 +47,13 @@ int free_port() {
 }
 
 const std::string& demo_model_path() {
-  static test::TempDir dir;
-  static const std::string path = [] {
-    const std::string p = dir.file("demo.gguf");
-    SynthOptions so;
-    so.preset = "demo";
-    so.dtype = DType::kF32;
-    so.out_path = p;
-    so.seed = 11;
-    Status st = write_synth_model(so);
-    EXPECT_TRUE(st.is_ok()) << st.to_string();
-    return p;
-  }();
+  static const std::string path = test::synth_model_path("demo", DType::kF32, 11);
   return path;
 }
 
 // A slower model (stories15m shape, ~1 ms per token) for tests that need requests in flight.
 const std::string& slow_model_path() {
-  static test::TempDir dir;
-  static const std::string path = [] {
-    const std::string p = dir.file("stories15m.gguf");
-    SynthOptions so;
-    so.preset = "stories15m";
-    so.dtype = DType::kQ8_0;
-    so.out_path = p;
-    Status st = write_synth_model(so);
-    EXPECT_TRUE(st.is_ok()) << st.to_string();
-    return p;
-  }();
+  static const std::string path = test::synth_model_path("stories15m", DType::kQ8_0);
   return path;
 }
 
