@@ -19,6 +19,7 @@
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
 #include "kv/kv_cache_manager.h"
+#include "kv/kv_policy.h"
 #include "model/model.h"
 
 namespace kvserve {
@@ -33,6 +34,7 @@ struct EngineOptions {
   int prefill_chunk = 512;              // tokens per prefill forward pass
   bool prefix_cache = true;             // share full KV blocks across requests by content
   HashKind hash = HashKind::kXxh3_128;  // key hash of the prefix cache
+  KvPolicy kv_policy;                   // full, sliding window / sinks, or H2O
 };
 
 struct GenerateRequest {

@@ -1,0 +1,39 @@
+// KvPolicy: how much of a sequence's KV cache attention keeps, so memory can be bounded
+// whatever the sequence length. Variants as types:
+//   FullKv         every position (the default).
+//   WindowKv       the last `window` positions (sliding-window attention, Mistral style), plus,
+//                  with sink > 0, the first `sink` positions (attention sinks, StreamingLLM).
+//                  Blocks wholly outside both are freed as the sequence moves on.
+//   HeavyHitterKv  H2O: at most `keep` tokens, the `recent` newest plus those with the largest
+//                  attention accumulated so far; the others are evicted after each step.
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "core/status.h"
+
+namespace kvserve {
+
+struct FullKv {};
+
+struct WindowKv {
+  int window = 0;  // > 0: positions (p - window, p] are attended by the query at p
+  int sink = 0;    // >= 0: positions [0, sink) are attended too
+};
+
+struct HeavyHitterKv {
+  int keep = 0;    // > 0: tokens kept per sequence (heavy hitters + recent)
+  int recent = 0;  // in [0, keep]: newest tokens always kept
+};
+
+using KvPolicy = std::variant<FullKv, WindowKv, HeavyHitterKv>;
+
+// Checks the numbers of a policy ("--swa must be positive", ...).
+Status validate_kv_policy(const KvPolicy& p);
+// "full", "window 256", "sink 4 + window 252", "h2o keep 256 (recent 64)".
+std::string kv_policy_name(const KvPolicy& p);
+// True when memory per sequence is bounded independently of its length.
+inline bool kv_policy_bounded(const KvPolicy& p) { return !std::holds_alternative<FullKv>(p); }
+
+}  // namespace kvserve
