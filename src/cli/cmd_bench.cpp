@@ -1,7 +1,11 @@
 // kvserve bench decode: prefill and decode speed at several contexts, with the paged KV cache
 // and with --no-kv-cache recomputation, on synth presets or a given model.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -9,6 +13,9 @@
 #include "cli/common.h"
 #include "core/cpu_features.h"
 #include "core/membw.h"
+#include "kernels/ops.h"
+#include "kernels/ops_impl.h"
+#include "kernels/quant.h"
 #include "kv/kv_storage.h"
 
 namespace kvserve::cli {
@@ -37,11 +44,11 @@ struct Row {
   double bytes_per_token = 0;  // weights + KV read by one decode step (cached mode)
 };
 
-Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f, DType kv_type) {
+Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f, KvType kv_type) {
   const int n_gen = cache ? f.n_gen : f.n_nocache_steps + 1;
   EngineOptions eo;
   eo.block_size = f.block_size;
-  eo.kv_type = kv_type;
+  eo.kv_type_k = eo.kv_type_v = kv_type;
   eo.n_threads = f.n_threads;
   eo.n_ctx = ctx + n_gen + 1;
   KV_ASSIGN_OR_RETURN(auto gen, Generator::create(m, eo));
@@ -70,8 +77,8 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
 int run_decode(const BenchDecodeFlags& f) {
   auto contexts = parse_positive_ints(f.contexts, "--contexts");
   if (!contexts) return report(contexts.status());
-  auto kv_type = dtype_from_name(f.kv_type);
-  if (!kv_type || !kv_type_supported(*kv_type)) return report(invalid_argument("bad --kv-type"));
+  auto kv_type = kv_type_from_name(f.kv_type);
+  if (!kv_type) return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
   std::vector<std::string> paths;
   if (!f.model.model_path.empty()) {
     paths.push_back(f.model.model_path);
@@ -159,6 +166,109 @@ int run_decode(const BenchDecodeFlags& f) {
   return 0;
 }
 
+// kvserve bench kernels: one matmul shape at a time, outside the model, so a kernel change can
+// be measured (and compared across ISA levels) without the rest of the forward pass.
+struct BenchKernelFlags {
+  std::string shapes = "576x576,192x576,1536x576,576x1536,49152x576";  // rows x cols
+  std::string dtypes = "q8_0,f16";
+  std::string tokens = "1,16,64,512";
+  std::string level;  // empty: active level
+  int n_threads = 0;
+  double min_ms = 200;  // time per (shape, dtype, tokens) point
+  bool json = false;
+};
+
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int run_kernels(const BenchKernelFlags& f) {
+  auto toks = parse_positive_ints(f.tokens, "--tokens");
+  if (!toks) return report(toks.status());
+  const kernels::KernelTable* k = &kernels::active_kernels();
+  if (!f.level.empty()) {
+    CpuLevel lv = CpuLevel::kScalar;
+    if (f.level == "avx2") lv = CpuLevel::kAvx2;
+    else if (f.level == "avx512") lv = CpuLevel::kAvx512;
+    else if (f.level != "scalar") return report(invalid_argument("bad --level '" + f.level + "'"));
+    k = kernels::kernel_table(lv);
+    if (!k) return report(invalid_argument("--level " + f.level + " is not available here"));
+  }
+  const int threads =
+      f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool pool(threads);
+  std::printf("level %s, %d threads\n", cpu_level_name(k->level), threads);
+  std::printf("%-6s %7s %6s %6s %11s %10s %9s %12s\n", "dtype", "rows", "cols", "tokens",
+              "us/call", "GMAC/s", "w GB/s", "cpu us/call");
+  nlohmann::json out = nlohmann::json::array();
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (const auto& dts : split_list(f.dtypes)) {
+    auto dt = dtype_from_name(dts);
+    if (!dt || !kernels::can_quantize(*dt)) return report(invalid_argument("bad dtype " + dts));
+    for (const auto& shape : split_list(f.shapes)) {
+      const auto xpos = shape.find('x');
+      if (xpos == std::string::npos) return report(invalid_argument("bad shape " + shape));
+      const int64_t rows = std::stoll(shape.substr(0, xpos)), cols = std::stoll(shape.substr(xpos + 1));
+      const size_t rb = row_bytes(*dt, cols);
+      std::vector<uint8_t> wdata(rb * rows);
+      std::vector<float> src(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : src) v = u(rng);
+        kernels::quantize_row(*dt, src.data(), wdata.data() + r * rb, cols);
+      }
+      TensorView w;
+      w.name = "w";
+      w.type = *dt;
+      w.n_dims = 2;
+      w.ne[0] = cols;
+      w.ne[1] = rows;
+      w.data = wdata.data();
+      w.n_bytes = wdata.size();
+      for (int nt : *toks) {
+        std::vector<float> x(static_cast<size_t>(nt) * cols), y(static_cast<size_t>(nt) * rows);
+        for (float& v : x) v = u(rng);
+        kernels::matmul_with(*k, w, x.data(), nt, y.data(), pool);  // warm up
+        std::vector<double> times;
+        double cpu = 0;
+        const auto start = std::chrono::steady_clock::now();
+        for (;;) {
+          const double c0 = thread_cpu_s();
+          const auto t0 = std::chrono::steady_clock::now();
+          kernels::matmul_with(*k, w, x.data(), nt, y.data(), pool);
+          const auto t1 = std::chrono::steady_clock::now();
+          cpu += thread_cpu_s() - c0;
+          times.push_back(std::chrono::duration<double>(t1 - t0).count());
+          if (std::chrono::duration<double, std::milli>(t1 - start).count() > f.min_ms &&
+              times.size() >= 3)
+            break;
+        }
+        std::sort(times.begin(), times.end());
+        const double med = times[times.size() / 2];
+        const double macs = static_cast<double>(rows) * cols * nt;
+        std::printf("%-6s %7lld %6lld %6d %11.1f %10.1f %9.1f %12.1f\n", dts.c_str(),
+                    static_cast<long long>(rows), static_cast<long long>(cols), nt, med * 1e6,
+                    macs / med / 1e9, wdata.size() / med / 1e9, cpu / times.size() * 1e6);
+        std::fflush(stdout);
+        out.push_back({{"dtype", dts}, {"rows", rows}, {"cols", cols}, {"tokens", nt},
+                       {"us_per_call", med * 1e6}, {"gmac_s", macs / med / 1e9},
+                       {"weight_gb_s", wdata.size() / med / 1e9}});
+      }
+    }
+  }
+  if (f.json) {
+    nlohmann::json j;
+    j["bench"] = "kernels";
+    j["threads"] = threads;
+    j["cpu"] = cpu_level_name(k->level);
+    j["results"] = out;
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app, int* rc) {
@@ -181,8 +291,19 @@ void register_bench(CLI::App& app, int* rc) {
   dec->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
   dec->add_flag("--json", f->json, "also print the results as one JSON object");
   dec->callback([f, rc] { *rc = run_decode(*f); });
+  auto kf = std::make_shared<BenchKernelFlags>();
+  CLI::App* kb = bench->add_subcommand("kernels", "matmul speed per shape, type and token count");
+  kb->add_option("--shapes", kf->shapes, "ROWSxCOLS list")->capture_default_str();
+  kb->add_option("--dtypes", kf->dtypes, "weight types")->capture_default_str();
+  kb->add_option("--tokens", kf->tokens, "token counts (rows of x)")->capture_default_str();
+  kb->add_option("--level", kf->level, "scalar, avx2 or avx512 (default: this CPU's best)");
+  kb->add_option("-t,--threads", kf->n_threads, "threads (default: one per core)");
+  kb->add_option("--min-ms", kf->min_ms, "time per point")->capture_default_str();
+  kb->add_flag("--json", kf->json, "also print the results as one JSON object");
+  kb->callback([kf, rc] { *rc = run_kernels(*kf); });
   register_bench_serve(bench, rc);
   register_bench_prefix(bench, rc);
+  register_bench_kv_quality(bench, rc);
 }
 
 }  // namespace kvserve::cli

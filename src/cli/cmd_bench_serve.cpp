@@ -30,16 +30,19 @@ struct BenchServeFlags {
   int max_batch_tokens = 512;
   int n_threads = 0;
   std::string kv_type = "f16";
+  std::string preemption = "recompute";  // recompute, swap or both: compared in one run
+  int kv_blocks = 0;                      // > 0: a cache this small (forces preemption)
   bool json = false;
 };
 
 struct RunResult {
   std::string scheduler;
+  std::string preemption;
   int clients = 0;
   int64_t tokens = 0;
   double seconds = 0, tps = 0;
   double ttft_p50 = 0, ttft_p99 = 0, itl_p50 = 0, itl_p99 = 0;  // ms
-  int64_t preemptions = 0;
+  int64_t preemptions = 0, swapped = 0;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -69,12 +72,14 @@ Result<std::string> bench_model_path(const BenchServeFlags& f) {
 }
 
 Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKind kind,
-                           int n_clients, DType kv_type) {
+                           int n_clients, KvType kv_type, PreemptionMode preemption) {
   EngineLoopOptions o;
-  o.engine.kv_type = kv_type;
+  o.engine.kv_type_k = o.engine.kv_type_v = kv_type;
   o.engine.n_threads = f.n_threads;
   o.engine.n_ctx = f.prompt_len + f.gen_max + 8;
-  o.engine.kv_blocks = blocks_for_tokens(o.engine.n_ctx, 16) * n_clients + 8;
+  o.engine.kv_blocks =
+      f.kv_blocks > 0 ? f.kv_blocks : blocks_for_tokens(o.engine.n_ctx, 16) * n_clients + 8;
+  o.sched.preemption = preemption;
   o.sched.kind = kind;
   o.sched.max_seqs = n_clients;
   o.sched.max_batch_tokens = f.max_batch_tokens;
@@ -125,6 +130,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   for (auto& t : threads) t.join();
   RunResult r;
   r.scheduler = kind == SchedulerKind::kStatic ? "static" : "continuous";
+  r.preemption = preemption == PreemptionMode::kSwap ? "swap" : "recompute";
   r.clients = n_clients;
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   r.tokens = n_tokens.load();
@@ -134,6 +140,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   r.itl_p50 = percentile(itl, 0.5);
   r.itl_p99 = percentile(itl, 0.99);
   r.preemptions = engine->stats().preemptions_total.load();
+  r.swapped = engine->stats().swapped_out_total.load();
   return r;
 }
 
@@ -146,8 +153,8 @@ int run_bench_serve(const BenchServeFlags& f) {
         invalid_argument("need 1 <= --gen-min <= --gen-max, --prompt-len >= 1, "
                          "--requests-per-client >= 1"));
   }
-  auto kv_type = dtype_from_name(f.kv_type);
-  if (!kv_type || !kv_type_supported(*kv_type)) return report(invalid_argument("bad --kv-type"));
+  auto kv_type = kv_type_from_name(f.kv_type);
+  if (!kv_type) return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
   auto path = bench_model_path(f);
   if (!path) return report(path.status());
   LoadOptions lo;
@@ -162,23 +169,32 @@ int run_bench_serve(const BenchServeFlags& f) {
   std::printf("model %s, prompt %d tokens, output %d..%d tokens, %d requests per client\n",
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
               f.requests_per_client);
-  std::printf("%-11s %7s %9s %11s %10s %10s %9s %9s %7s\n", "scheduler", "clients", "tokens",
-              "tokens/s", "ttft p50", "ttft p99", "itl p50", "itl p99", "preempt");
+  std::vector<PreemptionMode> modes;
+  if (f.preemption.find("recompute") != std::string::npos) modes.push_back(PreemptionMode::kRecompute);
+  if (f.preemption.find("swap") != std::string::npos) modes.push_back(PreemptionMode::kSwap);
+  if (modes.empty()) return report(invalid_argument("--preemption must list recompute and/or swap"));
+  std::printf("%-11s %-9s %7s %9s %11s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
+              "clients", "tokens", "tokens/s", "ttft p50", "ttft p99", "itl p50", "itl p99",
+              "preempt", "swapped");
   std::vector<RunResult> rows;
-  for (SchedulerKind k : kinds) {
-    for (int c : clients) {
-      auto r = run_load(**m, f, k, c, *kv_type);
-      if (!r) return report(r.status());
-      rows.push_back(*r);
-      std::printf("%-11s %7d %9lld %11.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld\n",
-                  r->scheduler.c_str(), c, static_cast<long long>(r->tokens), r->tps, r->ttft_p50,
-                  r->ttft_p99, r->itl_p50, r->itl_p99, static_cast<long long>(r->preemptions));
-      std::fflush(stdout);
+  for (PreemptionMode mode : modes) {
+    for (SchedulerKind k : kinds) {
+      for (int c : clients) {
+        auto r = run_load(**m, f, k, c, *kv_type, mode);
+        if (!r) return report(r.status());
+        rows.push_back(*r);
+        std::printf("%-11s %-9s %7d %9lld %11.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
+                    r->scheduler.c_str(), r->preemption.c_str(), c,
+                    static_cast<long long>(r->tokens), r->tps, r->ttft_p50, r->ttft_p99,
+                    r->itl_p50, r->itl_p99, static_cast<long long>(r->preemptions),
+                    static_cast<long long>(r->swapped));
+        std::fflush(stdout);
+      }
     }
   }
-  auto find = [&](const std::string& s, int c) -> const RunResult* {
+  auto find = [&](const std::string& s, int c, const char* mode = nullptr) -> const RunResult* {
     for (const auto& r : rows) {
-      if (r.scheduler == s && r.clients == c) return &r;
+      if (r.scheduler == s && r.clients == c && (!mode || r.preemption == mode)) return &r;
     }
     return nullptr;
   };
@@ -192,6 +208,12 @@ int run_bench_serve(const BenchServeFlags& f) {
     if (cont && stat) {
       std::printf("continuous vs static, %d clients: %.2fx tokens/s\n", c, cont->tps / stat->tps);
     }
+    const RunResult* swap = find("continuous", c, "swap");
+    const RunResult* recompute = find("continuous", c, "recompute");
+    if (swap && recompute) {
+      std::printf("swap vs recompute preemption, %d clients: %.2fx tokens/s\n", c,
+                  swap->tps / recompute->tps);
+    }
   }
   if (f.json) {
     nlohmann::json j;
@@ -200,6 +222,8 @@ int run_bench_serve(const BenchServeFlags& f) {
     j["model"] = std::filesystem::path(*path).filename().string();
     for (const auto& r : rows) {
       j["results"].push_back({{"scheduler", r.scheduler},
+                              {"preemption", r.preemption},
+                              {"swapped", r.swapped},
                               {"clients", r.clients},
                               {"tokens", r.tokens},
                               {"seconds", r.seconds},
@@ -236,6 +260,9 @@ void register_bench_serve(CLI::App* bench, int* rc) {
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "tokens per forward pass")
       ->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
+  cmd->add_option("--preemption", f->preemption, "recompute, swap, or both (compared)")
+      ->capture_default_str();
+  cmd->add_option("--kv-blocks", f->kv_blocks, "KV cache blocks (small values force preemption)");
   cmd->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");
   cmd->callback([f, rc] { *rc = run_bench_serve(*f); });

@@ -114,6 +114,9 @@ int run(const GenerateFlags& f) {
     return report(res.status());
   }
   const KvLayout& kv = (*gen)->kv().layout();
+  const std::string kv_types = kv.k_type == kv.v_type
+                                   ? kv_type_name(kv.k_type)
+                                   : std::string(kv_type_name(kv.k_type)) + "/" + kv_type_name(kv.v_type);
   const double decode_tps = res->decode_ms > 0 ? res->n_decode_steps * 1000.0 / res->decode_ms : 0;
   if (f.json) {
     nlohmann::json j;
@@ -138,19 +141,22 @@ int run(const GenerateFlags& f) {
                {"blocks_total", (*gen)->kv().pool().n_blocks_total()},
                {"blocks_used_peak", res->blocks_used_peak},
                {"bytes_per_token", kv.bytes_per_token()},
-               {"type", dtype_name(kv.type)}};
+               {"type", kv_types},
+               {"type_k", kv_type_name(kv.k_type)},
+               {"type_v", kv_type_name(kv.v_type)},
+               {"policy", kv_policy_name((*gen)->kv().policy())}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::fputc('\n', stdout);
     std::fflush(stdout);  // the text ends before the stats line, also when both are piped
     std::fprintf(stderr,
                  "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
-                 "decode, KV peak %d of %d blocks of %d tokens (%s), finish: %s\n",
+                 "decode, KV peak %d of %d blocks of %d tokens (%s, %s), finish: %s\n",
                  req.prompt.size(), res->prefill_ms,
                  res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0.0,
                  res->tokens.size(), decode_tps, res->blocks_used_peak,
-                 (*gen)->kv().pool().n_blocks_total(), kv.block_size, dtype_name(kv.type),
-                 res->finish_reason.c_str());
+                 (*gen)->kv().pool().n_blocks_total(), kv.block_size, kv_types.c_str(),
+                 kv_policy_name((*gen)->kv().policy()).c_str(), res->finish_reason.c_str());
   }
   return 0;
 }

@@ -47,15 +47,23 @@ int run(const InspectFlags& f) {
                                 &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
       collect(*t, by_type);
   }
-  std::map<std::string, double> kv_per_token;
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
-    if (c.head_dim % dtype_info(t).block_elems) continue;
+  // True bytes per token of each KV type (K and V of that type, scales and q4 K block headers
+  // included) at the default block size; types this head_dim cannot use are left out.
+  constexpr int kBlock = 16;
+  std::map<std::string, double> kv_per_token, kv_per_token_k, kv_per_token_v;
+  for (KvType t : {KvType::kF32, KvType::kF16, KvType::kBF16, KvType::kQ8, KvType::kFP8,
+                   KvType::kQ4}) {
     KvPlanInput in;
     in.n_layer = c.n_layer;
     in.n_head_kv = c.n_head_kv;
     in.head_dim = c.head_dim;
-    in.kv_type = t;
-    kv_per_token[dtype_name(t)] = plan_kv(in).bytes_per_token;
+    in.block_size = kBlock;
+    in.kv_type_k = in.kv_type_v = t;
+    if (!check_kv_plan(in).is_ok()) continue;
+    const KvPlan p = plan_kv(in);
+    kv_per_token[kv_type_name(t)] = p.bytes_per_token;
+    kv_per_token_k[kv_type_name(t)] = p.bytes_per_token_k;
+    kv_per_token_v[kv_type_name(t)] = p.bytes_per_token_v;
   }
   if (f.json) {
     nlohmann::json j;
@@ -80,6 +88,9 @@ int run(const InspectFlags& f) {
     j["weight_bytes"] = m.weight_bytes();
     for (const auto& [t, e] : by_type) j["tensor_types"][t] = {{"count", e.first}, {"bytes", e.second}};
     j["kv_bytes_per_token"] = kv_per_token;
+    j["kv_bytes_per_token_k"] = kv_per_token_k;
+    j["kv_bytes_per_token_v"] = kv_per_token_v;
+    j["kv_block_size"] = kBlock;
     if (m.tokenizer) {
       j["tokenizer"] = {{"kind", m.tokenizer->kind()}, {"n_vocab", m.tokenizer->n_vocab()},
                         {"bos", m.tokenizer->bos()},   {"eos", m.tokenizer->eos()},
@@ -104,9 +115,11 @@ int run(const InspectFlags& f) {
   std::printf("weights        %s\n", format_bytes(static_cast<double>(m.weight_bytes())).c_str());
   for (const auto& [t, e] : by_type)
     std::printf("  %-6s       %d tensors, %s\n", t.c_str(), e.first, format_bytes(static_cast<double>(e.second)).c_str());
-  std::printf("KV per token  ");
-  for (const auto& [t, b] : kv_per_token) std::printf(" %s %s;", t.c_str(), format_bytes(b).c_str());
-  std::printf("\n");
+  std::printf("KV per token   (K + V bytes, blocks of %d)\n", kBlock);
+  for (const auto& [t, b] : kv_per_token) {
+    std::printf("  %-6s       %.6g (K %.6g, V %.6g) = %.3fx f16\n", t.c_str(), b,
+                kv_per_token_k[t], kv_per_token_v[t], b / kv_per_token["f16"]);
+  }
   if (m.tokenizer) {
     std::printf("tokenizer      %s, %d tokens, bos %d, eos %d, add bos %s\n", m.tokenizer->kind(),
                 m.tokenizer->n_vocab(), m.tokenizer->bos(), m.tokenizer->eos(),

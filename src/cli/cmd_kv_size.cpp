@@ -16,6 +16,7 @@ struct KvSizeFlags {
   int64_t ctx = 4096, batch = 1;
   int block_size = 16;
   std::string kv_type = "f16";
+  std::string kv_type_k, kv_type_v;  // override kv_type for K / V
   std::string memory;
   bool json = false;
 };
@@ -44,16 +45,19 @@ int run(const KvSizeFlags& f) {
   }
   if (f.ctx <= 0 || f.batch <= 0) return report(invalid_argument("--ctx and --batch must be positive"));
   if (f.block_size < 1 || f.block_size > 256) return report(invalid_argument("--block-size must be in [1, 256]"));
-  auto t = dtype_from_name(f.kv_type);
-  if (!t) return report(invalid_argument("unknown --kv-type '" + f.kv_type + "'"));
-  if (in.head_dim % dtype_info(*t).block_elems != 0) {
-    return report(invalid_argument("--kv-type " + f.kv_type + " needs head_dim divisible by " +
-                                   std::to_string(dtype_info(*t).block_elems)));
+  const std::string k_name = f.kv_type_k.empty() ? f.kv_type : f.kv_type_k;
+  const std::string v_name = f.kv_type_v.empty() ? f.kv_type : f.kv_type_v;
+  for (const std::string* n : {&k_name, &v_name}) {
+    if (!kv_type_from_name(*n)) {
+      return report(invalid_argument("unknown KV type '" + *n + "' (use " + kv_type_list() + ")"));
+    }
   }
-  in.kv_type = *t;
+  in.kv_type_k = *kv_type_from_name(k_name);
+  in.kv_type_v = *kv_type_from_name(v_name);
   in.ctx = f.ctx;
   in.batch = f.batch;
   in.block_size = f.block_size;
+  if (Status st = check_kv_plan(in); !st.is_ok()) return report(st);
   if (!f.memory.empty()) {
     auto mem = parse_byte_size(f.memory);
     if (!mem) return report(mem.status());
@@ -62,7 +66,10 @@ int run(const KvSizeFlags& f) {
   const KvPlan p = plan_kv(in);
   if (f.json) {
     nlohmann::json j = {{"layers", in.n_layer},          {"kv_heads", in.n_head_kv},
-                        {"head_dim", in.head_dim},       {"kv_type", f.kv_type},
+                        {"head_dim", in.head_dim},       {"kv_type_k", kv_type_name(in.kv_type_k)},
+                        {"kv_type_v", kv_type_name(in.kv_type_v)},
+                        {"bytes_per_token_k", p.bytes_per_token_k},
+                        {"bytes_per_token_v", p.bytes_per_token_v},
                         {"ctx", in.ctx},                 {"batch", in.batch},
                         {"block_size", in.block_size},   {"bytes_per_token", p.bytes_per_token},
                         {"bytes_per_request", p.bytes_per_request},
@@ -78,9 +85,11 @@ int run(const KvSizeFlags& f) {
     return 0;
   }
   std::printf("model          %s\n", source.c_str());
-  std::printf("shape          %d layers x %d kv heads x %d head dim, KV %s\n", in.n_layer,
-              in.n_head_kv, in.head_dim, f.kv_type.c_str());
-  std::printf("per token      %s (%.0f bytes)\n", format_bytes(p.bytes_per_token).c_str(), p.bytes_per_token);
+  std::printf("shape          %d layers x %d kv heads x %d head dim, K %s, V %s\n", in.n_layer,
+              in.n_head_kv, in.head_dim, kv_type_name(in.kv_type_k), kv_type_name(in.kv_type_v));
+  std::printf("per token      %s (%.6g bytes: K %.6g, V %.6g, scales and q4 headers included)\n",
+              format_bytes(p.bytes_per_token).c_str(), p.bytes_per_token, p.bytes_per_token_k,
+              p.bytes_per_token_v);
   std::printf("per request    %s for %lld tokens (%s in blocks of %d)\n",
               format_bytes(p.bytes_per_request).c_str(), static_cast<long long>(in.ctx),
               format_bytes(p.bytes_per_request_paged).c_str(), in.block_size);
@@ -112,7 +121,10 @@ void register_kv_size(CLI::App& app, int* rc) {
   sub->add_option("--ctx", f->ctx, "tokens per request")->capture_default_str();
   sub->add_option("--batch", f->batch, "concurrent requests")->capture_default_str();
   sub->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
-  sub->add_option("--kv-type", f->kv_type, "f32, f16, bf16, q8_0, q4_0")->capture_default_str();
+  sub->add_option("--kv-type", f->kv_type, std::string("K and V type: ") + kv_type_list())
+      ->capture_default_str();
+  sub->add_option("--kv-type-k", f->kv_type_k, "K type (default: --kv-type)");
+  sub->add_option("--kv-type-v", f->kv_type_v, "V type (default: --kv-type)");
   sub->add_option("--memory", f->memory, "memory available, e.g. 24GiB (weights subtracted with -m)");
   sub->add_flag("--json", f->json, "print JSON");
   sub->callback([f, rc] { *rc = run(*f); });

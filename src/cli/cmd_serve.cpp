@@ -27,6 +27,8 @@ struct ServeFlags {
   int max_seqs = 16;
   int max_queue = 256;
   std::string scheduler = "continuous";
+  std::string preemption = "swap";
+  std::string swap_space = "1GiB";
   std::string api_key;
   std::string chat_template;
   std::string served_model_name;
@@ -59,6 +61,11 @@ int run_serve(const ServeFlags& f) {
   if (f.scheduler != "continuous" && f.scheduler != "static") {
     return report(invalid_argument("--scheduler must be continuous or static"));
   }
+  if (f.preemption != "recompute" && f.preemption != "swap") {
+    return report(invalid_argument("--preemption must be recompute or swap"));
+  }
+  auto swap_bytes = parse_byte_size(f.swap_space);
+  if (!swap_bytes) return report(swap_bytes.status());
   auto eo = engine_options(f.engine);
   if (!eo) return report(eo.status());
   if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);
@@ -97,6 +104,8 @@ int run_serve(const ServeFlags& f) {
   lo.sched.kind = f.scheduler == "static" ? SchedulerKind::kStatic : SchedulerKind::kContinuous;
   lo.sched.max_batch_tokens = f.max_batch_tokens;
   lo.sched.max_seqs = f.max_seqs;
+  lo.sched.preemption = f.preemption == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+  lo.sched.swap_bytes = *swap_bytes;
   lo.max_queue = f.max_queue;
   auto engine = EngineLoop::create(**model, lo);
   if (!engine) {
@@ -137,6 +146,12 @@ void register_serve(CLI::App& app, int* rc) {
                   "sequences that may wait beyond --max-seqs; more get 503")
       ->capture_default_str();
   cmd->add_option("--scheduler", f->scheduler, "continuous or static (baseline)")
+      ->capture_default_str();
+  cmd->add_option("--preemption", f->preemption,
+                  "when KV runs out: swap (copy the newest sequence's KV to host memory) or "
+                  "recompute (free it, recompute later)")
+      ->capture_default_str();
+  cmd->add_option("--swap-space", f->swap_space, "host memory for swapped-out KV")
       ->capture_default_str();
   cmd->add_option("--api-key", f->api_key, "require Authorization: Bearer KEY on /v1/*");
   cmd->add_option("--chat-template", f->chat_template,

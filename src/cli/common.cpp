@@ -32,10 +32,47 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
       ->capture_default_str();
   app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
   app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
-  app.add_option("--kv-type", f.kv_type, "KV element type: f32, f16 or bf16")
+  app.add_option("--kv-type", f.kv_type,
+                 std::string("KV element type of K and V: ") + kv_type_list())
       ->capture_default_str();
+  app.add_option("--kv-type-k", f.kv_type_k, "K element type (default: --kv-type)");
+  app.add_option("--kv-type-v", f.kv_type_v, "V element type (default: --kv-type)");
+  app.add_option("--swa", f.swa, "sliding-window attention over the last W tokens (frees the rest)");
+  app.add_option("--kv-sink", f.kv_sink, "attention sinks: always keep the first S tokens (with --kv-window)");
+  app.add_option("--kv-window", f.kv_window, "with --kv-sink: keep the last W tokens (StreamingLLM)");
+  app.add_option("--kv-evict", f.kv_evict, "token eviction: none or h2o (heavy hitters)")
+      ->capture_default_str();
+  app.add_option("--kv-keep", f.kv_keep, "h2o: tokens kept per sequence");
+  app.add_option("--kv-recent", f.kv_recent, "h2o: of --kv-keep, newest tokens always kept (default keep/4)");
   app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
   app.add_option("-t,--threads", f.n_threads, "threads (default: one per core)");
+}
+
+Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f) {
+  const bool window = f.swa != 0 || f.kv_sink != 0 || f.kv_window != 0;
+  if (f.kv_evict != "none" && f.kv_evict != "h2o") {
+    return invalid_argument("--kv-evict must be none or h2o, got '" + f.kv_evict + "'");
+  }
+  const bool h2o = f.kv_evict == "h2o";
+  if (window && h2o) return invalid_argument("--kv-evict h2o cannot be combined with a window");
+  if ((f.kv_keep != 0 || f.kv_recent >= 0) && !h2o) {
+    return invalid_argument("--kv-keep and --kv-recent need --kv-evict h2o");
+  }
+  if (f.swa != 0 && (f.kv_sink != 0 || f.kv_window != 0)) {
+    return invalid_argument("use either --swa W or --kv-sink S --kv-window W");
+  }
+  KvPolicy p = FullKv{};
+  if (f.swa != 0) {
+    p = WindowKv{f.swa, 0};
+  } else if (f.kv_sink != 0 || f.kv_window != 0) {
+    if (f.kv_window == 0) return invalid_argument("--kv-sink needs --kv-window");
+    p = WindowKv{f.kv_window, f.kv_sink};
+  } else if (h2o) {
+    if (f.kv_keep == 0) return invalid_argument("--kv-evict h2o needs --kv-keep R");
+    p = HeavyHitterKv{f.kv_keep, f.kv_recent >= 0 ? f.kv_recent : f.kv_keep / 4};
+  }
+  KV_RETURN_IF_ERROR(validate_kv_policy(p));
+  return p;
 }
 
 Result<EngineOptions> engine_options(const EngineFlags& f) {
@@ -49,11 +86,25 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   if (!f.kv_budget.empty()) {
     KV_ASSIGN_OR_RETURN(o.kv_bytes, parse_byte_size(f.kv_budget));
   }
-  auto t = dtype_from_name(f.kv_type);
-  if (!t || !kv_type_supported(*t)) {
-    return invalid_argument("--kv-type must be f32, f16 or bf16, got '" + f.kv_type + "'");
+  // Unknown names are refused here; combinations the kernels cannot do (q4 on an odd
+  // head_dim, ...) when the engine is created for a model (KvLayout::check).
+  auto parse_kv = [](const char* flag, const std::string& name) -> Result<KvType> {
+    auto t = kv_type_from_name(name);
+    if (!t) {
+      return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() +
+                              ", got '" + name + "'");
+    }
+    return *t;
+  };
+  KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv("--kv-type", f.kv_type));
+  o.kv_type_v = o.kv_type_k;
+  if (!f.kv_type_k.empty()) {
+    KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv("--kv-type-k", f.kv_type_k));
   }
-  o.kv_type = *t;
+  if (!f.kv_type_v.empty()) {
+    KV_ASSIGN_OR_RETURN(o.kv_type_v, parse_kv("--kv-type-v", f.kv_type_v));
+  }
+  KV_ASSIGN_OR_RETURN(o.kv_policy, kv_policy_from_flags(f));
   return o;
 }
 

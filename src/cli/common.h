@@ -24,11 +24,18 @@ struct EngineFlags {
   int block_size = 16;
   std::string kv_budget;  // "512MiB"
   int kv_blocks = 0;
-  std::string kv_type = "f16";
+  std::string kv_type = "f16";  // both K and V
+  std::string kv_type_k, kv_type_v;  // override kv_type for K or V when set
+  // Bounded KV (kv/kv_policy.h): --swa W, or --kv-sink S --kv-window W, or
+  // --kv-evict h2o --kv-keep R [--kv-recent N].
+  int swa = 0, kv_sink = 0, kv_window = 0, kv_keep = 0, kv_recent = -1;
+  std::string kv_evict = "none";
   int n_ctx = 0;
   int n_threads = 0;
 };
 void add_engine_flags(CLI::App& app, EngineFlags& f);
+// The bounded-KV policy the flags ask for (FullKv when none); errors name the flag.
+Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f);
 Result<EngineOptions> engine_options(const EngineFlags& f);
 
 // The demo model's path: a synth model written deterministically on first use under
@@ -68,5 +75,6 @@ void register_bench(CLI::App& app, int* rc);
 void register_bench_prefix(CLI::App* bench, int* rc);  // `kvserve bench prefix`
 void register_serve(CLI::App& app, int* rc);
 void register_bench_serve(CLI::App* bench, int* rc);  // `kvserve bench serve`
+void register_bench_kv_quality(CLI::App* bench, int* rc);  // `kvserve bench kv-quality`
 
 }  // namespace kvserve::cli

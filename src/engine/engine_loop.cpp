@@ -119,7 +119,7 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::create(const Model& model,
   if (opts.sched.max_batch_tokens < 1) return invalid_argument("--max-batch-tokens must be >= 1");
   if (opts.sched.max_seqs < 1) return invalid_argument("--max-seqs must be >= 1");
   if (opts.max_queue < 0) return invalid_argument("--max-queue must be >= 0");
-  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts.engine, n_ctx));
+  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts.engine, n_ctx, opts.sched.max_seqs));
   return std::unique_ptr<EngineLoop>(new EngineLoop(model, opts, n_ctx, std::move(kv)));
 }
 
@@ -130,10 +130,13 @@ EngineLoop::EngineLoop(const Model& model, const EngineLoopOptions& opts, int n_
       n_ctx_(n_ctx),
       pool_(opts.engine.n_threads),
       kv_(std::move(kv)),
-      runner_(model, kv_->storage(), pool_),
+      runner_(model, kv_->storage(), pool_, kv_->policy()),
       scheduler_(*kv_, opts.sched),
       block_size_(kv_->block_size()),
       n_blocks_total_(kv_->pool().n_blocks_total()),
+      bounded_blocks_(kv_policy_max_blocks(
+          kv_->policy(), kv_->block_size(),
+          kv_policy_chunk(kv_->policy(), kv_->block_size(), opts.sched.max_batch_tokens))),
       watermark_blocks_(scheduler_.watermark_blocks()) {
   update_stats();
   thread_ = std::thread([this] { run(); });
@@ -163,7 +166,9 @@ Status EngineLoop::validate(const SeqSpec& spec) const {
                             " tokens, more than the context of " + std::to_string(n_ctx_));
   }
   // Constants copied at construction: the KV state itself belongs to the engine thread.
-  const int need = blocks_for_tokens(n + 1, block_size_);
+  // A bounded sequence (kv/kv_policy.h) never holds more than the policy's bound.
+  const int need = bounded_blocks_ > 0 ? std::min(bounded_blocks_, blocks_for_tokens(n + 1, block_size_))
+                                       : blocks_for_tokens(n + 1, block_size_);
   if (need + watermark_blocks_ > n_blocks_total_) {
     return invalid_argument("the prompt has " + std::to_string(n) +
                             " tokens, more than the KV cache can hold");
@@ -258,7 +263,10 @@ void EngineLoop::step() {
   }
   Batch batch;
   for (const auto& c : plan) {
-    batch.add(&kv_->table(c.seq->id), c.pos0, c.seq->tokens.data() + c.pos0, c.n_tokens);
+    // Slots follow the table (H2O compacts them); positions follow the tokens.
+    const SeqId id = c.seq->id;
+    batch.add(&kv_->table(id), c.pos0, c.seq->tokens.data() + c.pos0, c.n_tokens, false,
+              kv_->table(id).n_tokens, kv_->attention_scores(id));
   }
   runner_.forward(batch, logits_);
   scheduler_.commit(plan);
@@ -353,6 +361,8 @@ void EngineLoop::update_stats() {
   stats_.seqs_running = scheduler_.n_running();
   stats_.seqs_waiting = scheduler_.n_waiting();
   stats_.preemptions_total = scheduler_.n_preemptions();
+  stats_.swapped_out_total = scheduler_.n_swapped_out();
+  stats_.swap_bytes = static_cast<int64_t>(scheduler_.swap_bytes_used());
 }
 
 }  // namespace kvserve

@@ -52,6 +52,8 @@ struct EngineStats {
   std::atomic<int> kv_blocks_total{0}, kv_blocks_used{0}, kv_blocks_free{0}, kv_blocks_cached{0};
   std::atomic<int> seqs_running{0}, seqs_waiting{0};
   std::atomic<int64_t> preemptions_total{0}, generated_tokens_total{0}, prompt_tokens_total{0};
+  std::atomic<int64_t> swapped_out_total{0};  // preemptions that swapped K/V to host memory
+  std::atomic<int64_t> swap_bytes{0};         // host memory holding swapped K/V now
   std::atomic<int64_t> requests_total{0}, steps_total{0};
   std::atomic<int64_t> prefix_cache_queries_total{0}, prefix_cache_hits_total{0};  // tokens
   Histogram time_to_first_token{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
@@ -106,7 +108,9 @@ class EngineLoop {
   std::unique_ptr<KvCacheManager> kv_;
   ModelRunner runner_;
   Scheduler scheduler_;                                       // engine thread only
-  const int block_size_, n_blocks_total_, watermark_blocks_;  // for validate() on any thread
+  const int block_size_, n_blocks_total_;  // for validate() on any thread
+  const int bounded_blocks_;  // most blocks one sequence holds under a bounded policy, else 0
+  const int watermark_blocks_;
   EngineStats stats_;
   std::vector<float> logits_;  // [n_outputs][n_vocab], engine thread only
   SeqId next_seq_ = 0;         // engine thread only

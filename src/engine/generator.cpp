@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/assert.h"
+
 #include "prefix/model_fingerprint.h"
 #include "prefix/prefix_cache.h"
 
@@ -35,11 +37,13 @@ KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts) {
   l.n_head_kv = cfg.n_head_kv;
   l.head_dim = cfg.head_dim;
   l.block_size = opts.block_size;
-  l.type = opts.kv_type;
+  l.k_type = opts.kv_type_k;
+  l.v_type = opts.kv_type_v;
   return l;
 }
 
-Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx) {
+Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx,
+                          int max_seqs) {
   if (layout.block_size < 1 || layout.block_size > 256) {
     return invalid_argument("--block-size must be in [1, 256], got " +
                             std::to_string(layout.block_size));
@@ -56,21 +60,38 @@ Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int
     if (n > (1u << 30)) return invalid_argument("KV budget too large");
     return static_cast<int>(n);
   }
+  if (kv_policy_bounded(opts.kv_policy)) {
+    // A bounded sequence never holds more than this, whatever its length.
+    const int chunk = kv_policy_chunk(opts.kv_policy, layout.block_size, opts.prefill_chunk);
+    const int per_seq = std::min(blocks_for_tokens(n_ctx, layout.block_size),
+                                 kv_policy_max_blocks(opts.kv_policy, layout.block_size, chunk));
+    return per_seq * std::max(1, max_seqs);
+  }
   return blocks_for_tokens(n_ctx, layout.block_size);
 }
 
+KvPolicy effective_kv_policy(const ModelConfig& cfg, const EngineOptions& opts) {
+  if (std::holds_alternative<FullKv>(opts.kv_policy) && cfg.sliding_window > 0) {
+    return WindowKv{cfg.sliding_window, 0};  // the model's own (Mistral-style) window
+  }
+  return opts.kv_policy;
+}
+
 Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const EngineOptions& opts,
-                                                      int n_ctx) {
-  const KvLayout layout = kv_layout_for(model.config, opts);
-  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, opts, n_ctx));
+                                                      int n_ctx, int max_seqs) {
+  EngineOptions o = opts;
+  o.kv_policy = effective_kv_policy(model.config, opts);
+  const KvLayout layout = kv_layout_for(model.config, o);
+  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, o, n_ctx, max_seqs));
   std::unique_ptr<PrefixCache> prefix;
+  const std::string fp_policy = kv_policy_bounded(o.kv_policy) ? kv_policy_name(o.kv_policy) : "";
   if (opts.prefix_cache) {
     prefix =
-        std::make_unique<HashPrefixCache>(opts.hash, model_fingerprint(model, layout, opts.hash));
+        std::make_unique<HashPrefixCache>(o.hash, model_fingerprint(model, layout, o.hash, fp_policy));
   } else {
     prefix = std::make_unique<NoPrefixCache>();
   }
-  return KvCacheManager::create(layout, n_blocks, std::move(prefix));
+  return KvCacheManager::create(layout, n_blocks, std::move(prefix), o.kv_policy);
 }
 
 Result<std::unique_ptr<Generator>> Generator::create(const Model& model,
@@ -78,8 +99,10 @@ Result<std::unique_ptr<Generator>> Generator::create(const Model& model,
   const int n_ctx = opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train;
   if (n_ctx < 1) return invalid_argument("context size must be positive");
   if (opts.prefill_chunk < 1) return invalid_argument("prefill chunk must be positive");
-  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts, n_ctx));
-  return std::unique_ptr<Generator>(new Generator(model, opts, std::move(kv)));
+  EngineOptions o = opts;
+  o.kv_policy = effective_kv_policy(model.config, opts);
+  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, o, n_ctx));
+  return std::unique_ptr<Generator>(new Generator(model, o, std::move(kv)));
 }
 
 Generator::Generator(const Model& model, const EngineOptions& opts,
@@ -87,18 +110,27 @@ Generator::Generator(const Model& model, const EngineOptions& opts,
     : model_(model),
       opts_(opts),
       n_ctx_(opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train),
+      // Bounded memory lets a sequence run past the trained context unless --ctx caps it.
+      max_len_(kv_policy_bounded(opts.kv_policy) && opts.n_ctx <= 0 ? kUnboundedLength : n_ctx_),
       pool_(opts.n_threads),
       kv_(std::move(kv)),
-      runner_(model, kv_->storage(), pool_) {}
+      runner_(model, kv_->storage(), pool_, kv_->policy()) {}
 
 Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0,
                           std::vector<float>& logits, bool cacheable) {
   const int n = static_cast<int>(tokens.size()) - pos0;
-  KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
+  KV_ASSERT(kv_->n_positions(seq) == pos0);
+  // Without a bounding policy every block is reserved up front, so running out of memory fails
+  // before any compute; a bounded sequence reserves chunk by chunk and frees behind itself.
+  if (!kv_policy_bounded(opts_.kv_policy)) KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
+  const int max_chunk = kv_policy_chunk(opts_.kv_policy, kv_->block_size(), opts_.prefill_chunk);
   for (int done = 0; done < n;) {
-    const int chunk = std::min(opts_.prefill_chunk, n - done);
+    const int chunk = std::min(max_chunk, n - done);
+    const int slot0 = kv_->table(seq).n_tokens;
+    KV_RETURN_IF_ERROR(kv_->reserve(seq, slot0 + chunk));
     Batch batch;
-    batch.add(&kv_->table(seq), pos0 + done, tokens.data() + pos0 + done, chunk);
+    batch.add(&kv_->table(seq), pos0 + done, tokens.data() + pos0 + done, chunk, false, slot0,
+              kv_->attention_scores(seq));
     runner_.forward(batch, logits);
     done += chunk;
     if (cacheable) {
@@ -106,6 +138,7 @@ Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos
     } else {
       kv_->commit(seq, pos0 + done);
     }
+    KV_RETURN_IF_ERROR(kv_->enforce_policy(seq));
   }
   return Status::ok();
 }
@@ -119,9 +152,9 @@ Status Generator::validate(const GenerateRequest& req) const {
                               std::to_string(n_vocab) + ")");
     }
   }
-  if (static_cast<int>(req.prompt.size()) > n_ctx_) {
+  if (static_cast<int>(req.prompt.size()) > max_len_) {
     return invalid_argument("the prompt has " + std::to_string(req.prompt.size()) +
-                            " tokens, more than the context of " + std::to_string(n_ctx_));
+                            " tokens, more than the context of " + std::to_string(max_len_));
   }
   if (req.n_predict < 0) return invalid_argument("the number of tokens to generate must be >= 0");
   return req.sampling.validate();
@@ -164,7 +197,7 @@ Status Generator::decode(SeqId seq, const GenerateRequest& req, Sampler& sampler
       break;
     }
     if (static_cast<int>(res.tokens.size()) == req.n_predict) break;
-    if (static_cast<int>(seq_tokens.size()) >= n_ctx_) break;  // context full: "length"
+    if (static_cast<int>(seq_tokens.size()) >= max_len_) break;  // context full: "length"
 
     if (req.use_kv_cache) {
       KV_RETURN_IF_ERROR(prefill(seq, seq_tokens, static_cast<int>(seq_tokens.size()) - 1, logits));

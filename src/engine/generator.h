@@ -26,7 +26,8 @@ namespace kvserve {
 
 struct EngineOptions {
   int block_size = 16;                  // tokens per KV block, 1..256
-  DType kv_type = DType::kF16;          // f32, f16 or bf16
+  KvType kv_type_k = KvType::kF16;      // K element type (kv/kv_type.h)
+  KvType kv_type_v = KvType::kF16;      // V element type
   int kv_blocks = 0;                    // > 0: exact block count
   size_t kv_bytes = 0;                  // > 0 (and kv_blocks == 0): budget in bytes
   int n_ctx = 0;                        // context limit; 0 = the model's trained context
@@ -73,10 +74,22 @@ class Generator {
   // seed. Each result equals generate() with the same seed. Requires req.use_kv_cache.
   Result<std::vector<GenerateResult>> generate_parallel(const GenerateRequest& req,
                                                         const std::vector<uint64_t>& seeds);
+  // Teacher-forced scoring (src/engine/score.cpp): feeds tokens one at a time through the
+  // decode step of generate() (quantized / evicted KV read as in generation) and calls
+  // on_logits(pos, logits[n_vocab]) with the logits after tokens[0..pos], which predict
+  // tokens[pos + 1], for pos in [0, tokens.size() - 1). Fresh private sequence, no prefix cache;
+  // its blocks are free again on return, and kv().n_blocks_used_peak() is its peak. Fails as
+  // generate() does for a prompt of these tokens (out of range, over the context), and with
+  // invalid_argument for fewer than 2 tokens.
+  Status score(const std::vector<int32_t>& tokens,
+               const std::function<void(int pos, const float* logits)>& on_logits);
 
   const Model& model() const { return model_; }
   KvCacheManager& kv() { return *kv_; }
   int n_ctx() const { return n_ctx_; }
+  // Longest sequence allowed: n_ctx, or unbounded under a memory-bounding policy (kv_policy.h)
+  // when no context limit was set.
+  int max_len() const { return max_len_; }
   ThreadPool& pool() { return pool_; }
 
  private:
@@ -96,7 +109,9 @@ class Generator {
 
   const Model& model_;
   EngineOptions opts_;
+  static constexpr int kUnboundedLength = 1 << 30;
   int n_ctx_;
+  int max_len_;
   ThreadPool pool_;
   std::unique_ptr<KvCacheManager> kv_;
   ModelRunner runner_;
@@ -104,11 +119,15 @@ class Generator {
 };
 
 // Blocks for opts: kv_blocks, else kv_bytes / bytes per block, else enough for n_ctx tokens.
-Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx);
+// Under a bounded policy: enough for max_seqs sequences at the policy's bound.
+Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx,
+                          int max_seqs = 1);
 KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts);
+// opts.kv_policy, or the model's own sliding window when it declares one and opts asks for none.
+KvPolicy effective_kv_policy(const ModelConfig& cfg, const EngineOptions& opts);
 // The KV cache an engine runs on: layout and budget from opts, with the prefix cache (keyed by
 // the model's fingerprint) when opts.prefix_cache is on.
 Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const EngineOptions& opts,
-                                                      int n_ctx);
+                                                      int n_ctx, int max_seqs = 1);
 
 }  // namespace kvserve

@@ -31,13 +31,27 @@ void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, i
 
 }  // namespace
 
-ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool)
+ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool,
+                         const KvPolicy& policy)
     : model_(model), cfg_(model.config), kv_(kv), pool_(pool),
       rope_(model.config, model.rope_freqs.present()
                               ? static_cast<const float*>(model.rope_freqs.data)
                               : nullptr) {
   KV_ASSERT(kv.layout().n_layer == cfg_.n_layer && kv.layout().n_head_kv == cfg_.n_head_kv &&
             kv.layout().head_dim == cfg_.head_dim);
+  if (const auto* w = std::get_if<WindowKv>(&policy)) window_ = *w;
+  if (kv.layout().k_type == KvType::kQ8) {
+    auto ks = calibrate_k_smoothing(model, /*with_offset=*/window_.sink == 0);
+    if (ks) k_smooth_ = std::move(*ks);  // else run unsmoothed: only quality changes
+  }
+  if (window_.sink > 0) {
+    // StreamingLLM positions: with the window full, the cache reads as sinks at 0..S-1 followed
+    // by the window, the query last, at S + W - 1. Window keys keep their true distance to the
+    // query; a sink key (rotated at its own position i) must look S + W - 1 - i away, which is
+    // the query rotated at S + W - 1 instead of its position. Keys are never re-rotated.
+    const int p = window_.sink + window_.window - 1;
+    rope_.angles(&p, 1, sink_cos_, sink_sin_);
+  }
 }
 
 void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
@@ -46,7 +60,7 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
   KV_ASSERT(n > 0);
   pos_.clear();
   for (const BatchSeq& s : batch.seqs) {
-    KV_ASSERT(s.table->n_blocks() * kv_.layout().block_size >= s.pos0 + s.n_tokens);
+    KV_ASSERT(s.table->n_blocks() * kv_.layout().block_size >= s.slot0 + s.n_tokens);
     for (int i = 0; i < s.n_tokens; ++i) pos_.push_back(s.pos0 + i);
   }
   rope_.angles(pos_.data(), n, rope_cos_, rope_sin_);
@@ -97,26 +111,56 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   add_bias(k_.data(), w.bk, n, kv_dim);
   add_bias(v_.data(), w.bv, n, kv_dim);
 
+  if (!k_smooth_.q_mul.empty()) {
+    // int8 K smoothing (engine/k_smoothing.h): Q * s here; K is centred and divided by s after
+    // RoPE (s is equal within each rotation pair, so it commutes with RoPE), then both are
+    // rotated by the same orthonormal Hadamard matrix.
+    const float* mul = k_smooth_.q_mul[l].data();
+    for (int r = 0; r < n; ++r) {
+      float* qr = q_.data() + static_cast<size_t>(r) * q_dim;
+      for (int i = 0; i < q_dim; ++i) qr[i] *= mul[i];
+    }
+  }
   const int half = rope_.half_dim();
   const int bs = kv_.layout().block_size;
+  if (window_.sink > 0) {
+    q_sink_ = q_;
+    for (int r = 0; r < n; ++r) {
+      rope_.apply(q_sink_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, sink_cos_.data(),
+                  sink_sin_.data());
+    }
+  }
   std::vector<kernels::AttentionSeq> seqs;
   int row = 0;
   for (const BatchSeq& s : batch.seqs) {
     for (int i = 0; i < s.n_tokens; ++i) {
-      const int r = row + i, pos = s.pos0 + i;
+      const int r = row + i, slot = s.slot0 + i;
       const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
       const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
       rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
-      rope_.apply(k_.data() + static_cast<size_t>(r) * kv_dim, cfg_.n_head_kv, c, sn);
-      kv_.write_token(l, s.table->block_for(pos, bs), pos % bs,
+      float* kr = k_.data() + static_cast<size_t>(r) * kv_dim;
+      rope_.apply(kr, cfg_.n_head_kv, c, sn);
+      if (k_observer_) k_observer_(l, kr, 1);
+      if (!k_smooth_.div.empty()) {
+        const float *m = k_smooth_.offset[l].data(), *div = k_smooth_.div[l].data();
+        for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
+        if (hadamard_ok(hd)) hadamard_rows(kr, cfg_.n_head_kv, hd);
+      }
+      kv_.write_token(l, s.table->block_for(slot, bs), slot % bs,
                       k_.data() + static_cast<size_t>(r) * kv_dim,
                       v_.data() + static_cast<size_t>(r) * kv_dim);
     }
-    seqs.push_back({s.table, s.pos0, s.n_tokens, row});
+    seqs.push_back({s.table, s.slot0, s.n_tokens, row, s.attn_scores});
     row += s.n_tokens;
   }
+  if (!k_smooth_.div.empty() && hadamard_ok(hd)) {  // the queries' side of the rotation
+    hadamard_rows(q_.data(), n * cfg_.n_head, hd);
+    if (window_.sink > 0) hadamard_rows(q_sink_.data(), n * cfg_.n_head, hd);
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  kernels::attention_paged(q_.data(), seqs, kv_, l, cfg_.n_head, scale, att_.data(), pool_);
+  kernels::AttentionWindow win{window_.window, window_.sink};
+  kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, seqs, kv_, l,
+                           cfg_.n_head, scale, win, att_.data(), pool_);
   kernels::matmul(w.wo, att_.data(), n, proj_.data(), pool_);
   add_into(x_.data(), proj_.data(), proj_.size());
 }

@@ -2,11 +2,14 @@
 // paged cache. One runner per engine; forward() is called by the engine loop only.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "core/thread_pool.h"
 #include "engine/batch.h"
 #include "kernels/rope.h"
+#include "engine/k_smoothing.h"
+#include "kv/kv_policy.h"
 #include "kv/kv_storage.h"
 #include "model/model.h"
 
@@ -14,13 +17,20 @@ namespace kvserve {
 
 class ModelRunner {
  public:
-  ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool);
+  // policy: a WindowKv limits what attention sees (the cache manager frees the rest).
+  ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool,
+              const KvPolicy& policy = FullKv{});
 
   // Computes every token of the batch, writes its K/V at its position (the tables must already
   // cover them), and fills logits with [batch.n_outputs()][n_vocab] rows, sequence by sequence.
   void forward(const Batch& batch, std::vector<float>& logits);
 
   const Model& model() const { return model_; }
+  // Calibration hook (engine/k_smoothing.cpp): sees each layer's K rows ([rows][kv_dim], after
+  // RoPE) before they are stored.
+  void set_k_observer(std::function<void(int layer, const float* k, int rows)> f) {
+    k_observer_ = std::move(f);
+  }
 
  private:
   void attention_block(int layer, const Batch& batch);
@@ -31,6 +41,11 @@ class ModelRunner {
   KvStorage& kv_;
   ThreadPool& pool_;
   kernels::Rope rope_;
+  WindowKv window_;                  // window 0: full attention
+  std::vector<float> sink_cos_, sink_sin_;  // [head_dim/2] rotation of queries seen by sinks
+  // int8 K: offsets and channel factors (engine/k_smoothing.h); empty otherwise.
+  KSmoothing k_smooth_;
+  std::function<void(int, const float*, int)> k_observer_;
 
   // Activations, resized per batch; n = batch rows.
   std::vector<int> pos_;             // [n]
@@ -38,6 +53,7 @@ class ModelRunner {
   std::vector<float> x_;             // [n][n_embd] residual stream
   std::vector<float> xn_;            // [n][n_embd] normed input of a block
   std::vector<float> q_;             // [n][q_dim]
+  std::vector<float> q_sink_;        // [n][q_dim] queries as the sink keys see them (sinks on)
   std::vector<float> k_, v_;         // [n][kv_dim]
   std::vector<float> att_;           // [n][q_dim]
   std::vector<float> proj_;          // [n][n_embd] block output before the residual add

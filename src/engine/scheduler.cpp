@@ -29,9 +29,23 @@ Sequence* Scheduler::take_unfittable() {
   return unfittable_.get();
 }
 
+int Scheduler::chunk_limit() const {
+  return kv_policy_chunk(kv_.policy(), kv_.block_size(), opts_.max_batch_tokens);
+}
+
+int Scheduler::max_blocks_bounded() const {
+  return kv_policy_max_blocks(kv_.policy(), kv_.block_size(), chunk_limit());
+}
+
 int Scheduler::pending_blocks() const {
   int n = 0;
-  for (const auto& s : running_) n += kv_.blocks_needed(s->id, s->n_known());
+  const bool bounded = kv_policy_bounded(kv_.policy());
+  for (const auto& s : running_) {
+    // A bounded sequence needs blocks only for its next chunk; it frees behind itself.
+    const int due = s->n_known() - s->n_computed;
+    n += bounded ? kv_.blocks_needed(s->id, kv_.table(s->id).n_tokens + std::min(due, chunk_limit()))
+                 : kv_.blocks_needed(s->id, s->n_known());
+  }
   return n;
 }
 
@@ -52,7 +66,20 @@ void Scheduler::admit() {
     Sequence& s = *waiting_.front();
     if (!opened && !may_admit(s)) break;
     opened = opts_.kind == SchedulerKind::kStatic && s.n_preemptions == 0;
-    const int need = blocks_for_tokens(s.n_known(), kv_.block_size());
+    if (s.swapped) {
+      // Swapped out: back with exactly its blocks, nothing to recompute.
+      const int n_back = s.swapped->n_blocks();
+      if (n_back + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+      const size_t bytes = s.swapped->bytes();
+      if (!kv_.swap_in(s.id, *s.swapped).is_ok()) break;
+      s.swapped.reset();
+      swap_used_ -= bytes;
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+      continue;
+    }
+    int need = blocks_for_tokens(s.n_known(), kv_.block_size());
+    if (kv_policy_bounded(kv_.policy())) need = std::min(need, max_blocks_bounded());
     if (need + watermark_blocks_ > kv_.pool().n_blocks_total()) {
       if (running_.empty()) {  // can never fit: hand it to the engine to finish
         unfittable_ = std::move(waiting_.front());
@@ -72,8 +99,22 @@ void Scheduler::admit() {
 }
 
 void Scheduler::preempt(Sequence& seq) {
-  kv_.free_sequence(seq.id);
-  seq.n_computed = 0;
+  bool swapped = false;
+  if (opts_.preemption == PreemptionMode::kSwap && kv_.can_swap() &&
+      swap_used_ + static_cast<size_t>(kv_.table(seq.id).n_blocks()) *
+                       kv_.layout().bytes_per_block() <= opts_.swap_bytes) {
+    auto out = kv_.swap_out(seq.id);
+    if (out) {
+      swap_used_ += out->bytes();
+      seq.swapped = std::move(*out);
+      swapped = true;
+      ++n_swapped_out_;
+    }
+  }
+  if (!swapped) {
+    kv_.free_sequence(seq.id);
+    seq.n_computed = 0;
+  }
   ++seq.n_preemptions;
   ++n_preemptions_;
   auto it =
@@ -97,7 +138,7 @@ void Scheduler::schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget)
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence& s = *running_[i];
     if (s.n_known() - s.n_computed != 1) continue;
-    if (!reserve_or_preempt(s, s.n_known())) break;
+    if (!reserve_or_preempt(s, kv_.table(s.id).n_tokens + 1)) break;
     plan.push_back({&s, s.n_computed, 1});
     --budget;
   }
@@ -109,8 +150,9 @@ void Scheduler::schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget
     Sequence& s = *p;
     const int due = s.n_known() - s.n_computed;
     if (due <= 1) continue;  // decoding: planned above
-    const int n = std::min(due, budget);
-    if (!kv_.reserve(s.id, s.n_computed + n).is_ok()) continue;  // no preemption for prefill
+    const int n = std::min({due, budget, chunk_limit()});
+    // Slots, not positions: under H2O they differ.
+    if (!kv_.reserve(s.id, kv_.table(s.id).n_tokens + n).is_ok()) continue;  // no preemption
     plan.push_back({&s, s.n_computed, n});
     budget -= n;
   }
@@ -134,11 +176,18 @@ void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
     c.seq->n_computed = c.pos0 + c.n_tokens;
     // Registers every block this chunk filled with the prefix cache.
     kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
+    // Window: release what no later query sees; H2O: evict down to keep. A failure (no block
+    // for a copy-on-write) leaves the sequence over its budget until a later step succeeds.
+    (void)kv_.enforce_policy(c.seq->id);
   }
 }
 
 void Scheduler::finish(Sequence* seq) {
   kv_.free_sequence(seq->id);
+  if (seq->swapped) {
+    swap_used_ -= seq->swapped->bytes();
+    seq->swapped.reset();
+  }
   if (unfittable_.get() == seq) {
     unfittable_.reset();
     return;

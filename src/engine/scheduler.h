@@ -4,14 +4,17 @@
 //   1. admits waiting sequences while slots (max_seqs) and KV blocks (+ a watermark) allow,
 //      as the admission policy says (continuous: any step; static: only into an empty engine);
 //   2. schedules one token for every running sequence that is decoding, oldest first, growing
-//      its block table; when the pool is empty it preempts the newest running sequence
-//      (recompute mode: its blocks are freed and it waits again at the front of the queue);
+//      its block table; when the pool is empty it preempts the newest running sequence: its
+//      blocks are freed and it waits again at the front of the queue, either to be recomputed
+//      (recompute mode) or with its K/V copied to host memory first and copied back on
+//      re-admission (swap mode, within --swap-space; recompute beyond it);
 //   3. fills what is left of the token budget with prefill chunks, oldest first.
 // Not thread-safe: only the engine loop calls it. It owns the sequences and their KV tables.
 #pragma once
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,7 @@ struct Sequence {
   int n_computed = 0;  // tokens whose K/V are in the cache; [n_computed, tokens.size()) are due
   int n_preemptions = 0;
   int n_cached = 0;  // prompt tokens served from the prefix cache at first admission
+  std::optional<SwappedKv> swapped;  // swap preemption: its K/V while it waits
   Sampler sampler;
   // Output text state (engine loop).
   std::string text;   // generated text so far (cut at a stop string)
@@ -57,6 +61,7 @@ struct ScheduledChunk {
 };
 
 enum class SchedulerKind { kContinuous, kStatic };
+enum class PreemptionMode { kRecompute, kSwap };
 
 struct SchedulerOptions {
   SchedulerKind kind = SchedulerKind::kContinuous;
@@ -64,6 +69,8 @@ struct SchedulerOptions {
   int max_seqs = 16;           // running sequences at most
   double watermark = 0.01;     // fraction of blocks kept free at admission (at least 1 block)
   int static_wait_ms = 50;     // static: how long to wait for a full batch
+  PreemptionMode preemption = PreemptionMode::kRecompute;
+  size_t swap_bytes = size_t{1} << 30;  // swap mode: host memory for swapped-out K/V
 };
 
 class Scheduler {
@@ -85,6 +92,8 @@ class Scheduler {
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
   bool idle() const { return running_.empty() && waiting_.empty(); }
   int64_t n_preemptions() const { return n_preemptions_; }
+  int64_t n_swapped_out() const { return n_swapped_out_; }  // preemptions that swapped
+  size_t swap_bytes_used() const { return swap_used_; }
   int watermark_blocks() const { return watermark_blocks_; }
   // A sequence that has outgrown the whole cache (it can never be admitted again): the engine
   // finishes it with "length". Null when there is none.
@@ -101,6 +110,10 @@ class Scheduler {
   bool reserve_or_preempt(Sequence& seq, int n_tokens);
   void preempt(Sequence& seq);
   int pending_blocks() const;  // blocks running sequences still need for their known tokens
+  // Under a bounded KV policy (kv/kv_policy.h): the largest prefill chunk of one sequence, and
+  // the most blocks one sequence ever holds.
+  int chunk_limit() const;
+  int max_blocks_bounded() const;
 
   KvCacheManager& kv_;
   SchedulerOptions opts_;
@@ -109,6 +122,8 @@ class Scheduler {
   std::deque<std::unique_ptr<Sequence>> waiting_;   // FIFO; preempted ones go to the front
   std::unique_ptr<Sequence> unfittable_;
   int64_t n_preemptions_ = 0;
+  int64_t n_swapped_out_ = 0;
+  size_t swap_used_ = 0;
 };
 
 }  // namespace kvserve

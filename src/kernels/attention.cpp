@@ -16,30 +16,48 @@ namespace {
 constexpr int kPartition = 256;
 
 struct Task {
-  int seq;   // index into seqs
-  int i;     // query index within the chunk
-  int g;     // kv head
-  int part;  // partition index
+  int seq;           // index into seqs
+  int i;             // query index within the chunk
+  int g;             // kv head
+  int begin, end;    // slots [begin, end), within one partition
+  bool sink;         // scored with q_sink
+  bool first;        // the first task of its (seq, i, g)
 };
 
 // Per-task partial results: m (max score) and l (sum of exp) per query head, and the
-// unnormalised output o = sum exp(s - m) * v.
+// unnormalised output o = sum exp(s - m) * v; e keeps exp(s - m) itself for H2O.
 struct Partials {
   std::vector<float> m, l;  // [n_tasks][n_gqa]
   std::vector<float> o;     // [n_tasks][n_gqa][hd]
+  std::vector<float> e;     // [n_tasks][n_gqa][kPartition] when some sequence wants scores
 };
+
+// Appends the tasks of one (query, kv head): slot ranges cut at multiples of kPartition. The
+// cut depends only on the slot p and the window, so decode and recomputation agree.
+void add_tasks(std::vector<Task>& tasks, int seq, int i, int g, int p, const AttentionWindow& w) {
+  bool first = true;
+  auto add_range = [&](int begin, int end, bool sink) {
+    for (int b = begin; b < end;) {
+      const int e = std::min(end, (b / kPartition + 1) * kPartition);
+      tasks.push_back({seq, i, g, b, e, sink, first});
+      first = false;
+      b = e;
+    }
+  };
+  const int lo = w.window > 0 ? std::max(0, p - w.window + 1) : 0;
+  if (lo > w.sink && w.sink > 0) add_range(0, w.sink, true);
+  add_range(lo <= w.sink ? 0 : lo, p + 1, false);
+}
 
 thread_local std::vector<float> t_scores;  // [n_gqa][kPartition]
 
 void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq& s, const Task& k,
                       const KvStorage& kv, int layer, int n_head, float scale, float* m_out,
-                      float* l_out, float* o_out) {
+                      float* l_out, float* o_out, float* e_out) {
   const KvLayout& L = kv.layout();
   const int hd = L.head_dim, bs = L.block_size, n_gqa = n_head / L.n_head_kv;
-  const int n_ctx = s.pos0 + k.i + 1;
-  const int t_begin = k.part * kPartition, t_end = std::min(n_ctx, t_begin + kPartition);
+  const int t_begin = k.begin, t_end = k.end;
   const int n = t_end - t_begin;
-  const size_t row_bytes = static_cast<size_t>(hd) * (L.type == DType::kF32 ? 4 : 2);
   std::vector<float>& sc = t_scores;
   sc.resize(static_cast<size_t>(n_gqa) * kPartition);
   // The n_gqa query heads that share kv head g: [n_gqa][hd].
@@ -51,46 +69,50 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
     for (int t = t_begin; t < t_end;) {
       const int off = t % bs, len = std::min(bs - off, t_end - t);
       if (t + len < t_end) {
-        const uint8_t* next = tile_of(s.table->blocks[(t + len) / bs]);
-        const size_t n_next = static_cast<size_t>(std::min(bs, t_end - t - len)) * row_bytes;
+        const KvTileView nv = tile_of(s.table->blocks[(t + len) / bs]);
+        const uint8_t* next = nv.rows;
+        const size_t n_next = static_cast<size_t>(std::min(bs, t_end - t - len)) * nv.stride;
         for (size_t i = 0; i < n_next; i += 64) __builtin_prefetch(next + i);
       }
       fn(s.table->blocks[t / bs], off, t - t_begin, len);
       t += len;
     }
   };
-  auto k_tile = [&](BlockId b) { return kv.k_tile(layer, b, k.g); };
-  auto v_tile = [&](BlockId b) { return kv.v_tile(layer, b, k.g); };
+  auto k_tile = [&](BlockId b) { return kv.k_view(layer, b, k.g); };
+  auto v_tile = [&](BlockId b) { return kv.v_view(layer, b, k.g); };
   for_runs(k_tile, [&](BlockId b, int off, int at, int len) {
-    fns.scores(qg, n_gqa, k_tile(b) + off * row_bytes, L.type, len, hd, scale, sc.data() + at,
-               kPartition);
+    const KvTileView kt = k_tile(b);
+    fns.scores(qg, n_gqa, kt.rows + off * kt.stride, kt.header, kt.type, len, hd, scale,
+               sc.data() + at, kPartition);
   });
   for (int h = 0; h < n_gqa; ++h) {
     float* sh = sc.data() + static_cast<size_t>(h) * kPartition;
     const float m = *std::max_element(sh, sh + n);
     m_out[h] = m;
     l_out[h] = fns.exp_sum(sh, n, m);
+    if (e_out) std::copy(sh, sh + n, e_out + static_cast<size_t>(h) * kPartition);
   }
   std::fill(o_out, o_out + static_cast<size_t>(n_gqa) * hd, 0.0f);
   for_runs(v_tile, [&](BlockId b, int off, int at, int len) {
-    fns.accum(sc.data() + at, kPartition, n_gqa, v_tile(b) + off * row_bytes, L.type, len, hd,
+    const KvTileView vt = v_tile(b);
+    fns.accum(sc.data() + at, kPartition, n_gqa, vt.rows + off * vt.stride, vt.type, len, hd,
               o_out);
   });
 }
 
 }  // namespace
 
-void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, const KvStorage& kv,
-                     int layer, int n_head, float scale, float* out, ThreadPool& pool) {
+void attention_paged(const float* q, const float* q_sink, const std::vector<AttentionSeq>& seqs,
+                     const KvStorage& kv, int layer, int n_head, float scale,
+                     const AttentionWindow& win, float* out, ThreadPool& pool) {
   const KvLayout& L = kv.layout();
   const int n_kv = L.n_head_kv, hd = L.head_dim, n_gqa = n_head / n_kv;
   std::vector<Task> tasks;
+  bool want_scores = false;
   for (int s = 0; s < static_cast<int>(seqs.size()); ++s) {
+    want_scores |= seqs[s].scores != nullptr;
     for (int i = 0; i < seqs[s].n_q; ++i) {
-      const int n_parts = (seqs[s].pos0 + i + 1 + kPartition - 1) / kPartition;
-      for (int g = 0; g < n_kv; ++g) {
-        for (int p = 0; p < n_parts; ++p) tasks.push_back({s, i, g, p});
-      }
+      for (int g = 0; g < n_kv; ++g) add_tasks(tasks, s, i, g, seqs[s].pos0 + i, win);
     }
   }
   const AttnTileFns& fns = attn_tile_fns(cpu_level(), hd);
@@ -102,13 +124,15 @@ void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, cons
   part.m.resize(n_tasks * n_gqa);
   part.l.resize(n_tasks * n_gqa);
   part.o.resize(n_tasks * n_gqa * hd);
+  if (want_scores) part.e.resize(n_tasks * n_gqa * kPartition);
 
   // Tasks differ in cost (causal rows, the last partition is partial): one task per chunk.
   pool.parallel_for(static_cast<int64_t>(n_tasks), 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const Task& k = tasks[t];
-      attend_partition(fns, q, seqs[k.seq], k, kv, layer, n_head, scale, &part.m[t * n_gqa],
-                       &part.l[t * n_gqa], &part.o[t * n_gqa * hd]);
+      float* e = seqs[k.seq].scores ? &part.e[t * n_gqa * kPartition] : nullptr;
+      attend_partition(fns, k.sink ? q_sink : q, seqs[k.seq], k, kv, layer, n_head, scale,
+                       &part.m[t * n_gqa], &part.l[t * n_gqa], &part.o[t * n_gqa * hd], e);
     }
   });
 
@@ -116,7 +140,7 @@ void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, cons
   // out = sum_p o_p e^(m_p - M) / sum_p l_p e^(m_p - M).
   for (size_t t0 = 0; t0 < n_tasks;) {
     size_t t1 = t0 + 1;
-    while (t1 < n_tasks && tasks[t1].part != 0) ++t1;
+    while (t1 < n_tasks && !tasks[t1].first) ++t1;
     const Task& k = tasks[t0];
     const AttentionSeq& s = seqs[k.seq];
     float* og = out + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
@@ -134,6 +158,14 @@ void attention_paged(const float* q, const std::vector<AttentionSeq>& seqs, cons
       }
       const float inv = 1.0f / denom;
       for (int e = 0; e < hd; ++e) oh[e] *= inv;
+      if (s.scores) {
+        // Probabilities p_t = e_t * e^(m_p - M) / denom, added slot by slot in task order.
+        for (size_t t = t0; t < t1; ++t) {
+          const float w = std::exp(part.m[t * n_gqa + h] - mx) * inv;
+          const float* e = &part.e[(t * n_gqa + h) * kPartition];
+          for (int j = 0; j < tasks[t].end - tasks[t].begin; ++j) s.scores[tasks[t].begin + j] += e[j] * w;
+        }
+      }
     }
     t0 = t1;
   }

@@ -1,6 +1,10 @@
 // AVX-512 loops of the paged attention kernel (head_dim a multiple of 16). See attention_impl.h.
 #include <immintrin.h>
 
+#include <cstring>
+#include <vector>
+
+#include "core/dtype.h"
 #include "kernels/attention_impl.h"
 
 namespace kvserve::kernels {
@@ -18,6 +22,21 @@ inline __m128 reduce4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
   const __m512 y = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 0, 3, 2)));
   const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, y));
+}
+// 16 e4m3 bytes as f32 bit patterns: magnitude bits at the top of exponent/mantissa (the value
+// times 2^-120), sign in place.
+inline __m512 fp8_raw512(const uint8_t* p) {
+  const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m512i mag = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7f)), 20);
+  const __m512i sgn = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
+  return _mm512_castsi512_ps(_mm512_or_si512(mag, sgn));
+}
+// Channels [16c, 16c + 16) of a q4 nibble row: 8 bytes, low nibbles then high nibbles.
+inline __m512 q4_512(const uint8_t* p, int c) {
+  const __m128i x = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * c));
+  const __m128i m = _mm_set1_epi8(0x0f);
+  const __m128i b = _mm_unpacklo_epi64(_mm_and_si128(x, m), _mm_and_si128(_mm_srli_epi16(x, 4), m));
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
 }
 }  // namespace
 }  // namespace kvserve::kernels
@@ -41,6 +60,10 @@ inline __m128 reduce4_512(__m512 a, __m512 b, __m512 c, __m512 d) {
 #define VLOAD_BF16(p)                    \
   _mm512_castsi512_ps(_mm512_slli_epi32( \
       _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16))
+#define VLOAD_I8(p) \
+  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))
+#define VLOAD_FP8(p) fp8_raw512(p)
+#define VLOAD_Q4(p, c) q4_512(p, c)
 #define ATTN_TILE_FNS_NAME attn_tile_fns_avx512
 
 #include "kernels/attention_simd.inc"

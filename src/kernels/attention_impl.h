@@ -1,22 +1,28 @@
 // Per-ISA inner loops of the paged attention kernel. They work on runs of K or V rows
-// ([n][head_dim] in the storage type) for the n_gqa query heads that share one kv head, so each
-// row is loaded and converted once per group. Internal to kernels/attention.cpp and its tests.
+// (n consecutive token rows of one tile, kv_row_stride(type) bytes apart, formats in
+// kv/kv_type.h) for the n_gqa query heads that share one kv head, so each row is loaded and
+// dequantized in registers once per group: no full-precision copy of the cache is made.
+// Per-row scales are folded into the score (K) and the probability (V).
+// Determinism: the score of a position does not depend on how a run of positions is cut, and
+// V rows are accumulated in ascending t. Internal to kernels/attention.cpp and its tests.
 #pragma once
 
 #include <cstdint>
 
 #include "core/cpu_features.h"
-#include "core/dtype.h"
+#include "kv/kv_type.h"
 
 namespace kvserve::kernels {
 
 struct AttnTileFns {
   // s[h * s_stride + t] = scale * dot(q[h], K[t]) for h in [0, n_gqa), t in [0, n).
-  // q: [n_gqa][hd] f32.
-  void (*scores)(const float* q, int n_gqa, const uint8_t* k, DType type, int n, int hd,
-                 float scale, float* s, int s_stride);
+  // q: [n_gqa][hd] f32. k: the first row of the run (K layout of `type`); k_header: the
+  // tile's header for q4 K (per-channel scales and mins), else unused.
+  void (*scores)(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header,
+                 KvType type, int n, int hd, float scale, float* s, int s_stride);
   // out[h][e] += sum over t in [0, n), ascending, of p[h * p_stride + t] * V[t][e].
-  void (*accum)(const float* p, int p_stride, int n_gqa, const uint8_t* v, DType type, int n,
+  // v: the first row of the run (V layout of `type`).
+  void (*accum)(const float* p, int p_stride, int n_gqa, const uint8_t* v, KvType type, int n,
                 int hd, float* out);
   // x[i] = exp(x[i] - m) for i in [0, n); returns the sum of the results (fixed order).
   float (*exp_sum)(float* x, int n, float m);

@@ -145,7 +145,7 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
 
 const KernelTable& table() {
   static const KernelTable t{CpuLevel::kScalar, matmul_f32,  matmul_f16,    matmul_bf16,
-                             matmul_q8_0,       matmul_q4_0, quantize_acts, nullptr,
+                             matmul_q8_0,       matmul_q4_0, quantize_acts, false, 1,
                              dot_f32,           axpy_f32,    sum_squares,   scale_mul};
   return t;
 }
@@ -186,9 +186,8 @@ struct Scratch {
   std::vector<int8_t> qs;
   std::vector<float> d;
   std::vector<int32_t> s8;
-  std::vector<int32_t> corr;  // prep_acts outputs
-  std::vector<float> dxs;
-  std::vector<float> row;  // dequantized weight row (q4_k / q6_k path)
+  std::vector<int32_t> corr;  // QuantActs::corr
+  std::vector<float> row;     // dequantized weight row (q4_k / q6_k path)
 };
 
 Scratch& scratch() {
@@ -241,28 +240,28 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
       int8_t* qs = grow(s.qs, static_cast<size_t>(n_tok * cols));
       float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
       int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
-      const int64_t np16 = 16 * ((nb + 1) / 2);
-      int32_t* corr = nullptr;
-      float* dxs = nullptr;
-      if (k.prep_acts) {
-        corr = grow(s.corr, static_cast<size_t>(n_tok * np16));
-        dxs = grow(s.dxs, static_cast<size_t>(n_tok * np16));
-      }
-      const bool q4 = w.type == DType::kQ4_0;
+      int32_t* corr = k.wants_corr ? grow(s.corr, static_cast<size_t>(n_tok * nb)) : nullptr;
+      const int32_t corr_mul = w.type == DType::kQ8_0 ? 16 : 1;
       auto quant = [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           k.quantize_acts(x + t * cols, cols, qs + t * cols, d + t * nb, s8 + t * nb);
-          if (k.prep_acts)
-            k.prep_acts(qs + t * cols, d + t * nb, s8 + t * nb, cols, q4, corr + t * np16,
-                        dxs + t * np16);
+          if (corr)
+            for (int64_t b = t * nb; b < (t + 1) * nb; ++b) corr[b] = corr_mul * s8[b];
         }
       };
       if (n_tok * cols >= 64 * 1024)
         pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
       else
         quant(0, n_tok);
-      a.qa = QuantActs{qs, d, s8, corr, dxs};
-      break;
+      a.qa = QuantActs{qs, d, s8, corr};
+      // Row ranges start at multiples of the kernel's row unit.
+      const int64_t unit = k.quant_row_unit;
+      const int64_t n_units = (rows + unit - 1) / unit;
+      const int64_t unit_grain = std::max<int64_t>(1, (grain + unit - 1) / unit);
+      pool.parallel_for(n_units, unit_grain, [&](int64_t u0, int64_t u1) {
+        fn(a, u0 * unit, std::min(rows, u1 * unit));
+      });
+      return;
     }
     case DType::kQ4_K:
     case DType::kQ6_K: {

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/dot.h"
@@ -56,194 +57,235 @@ struct LoadBF16 {
   }
 };
 
-// f32 / f16 / bf16 weights: two 16-wide accumulators per token, then a masked tail vector.
-template <class L>
-struct PlainKern {
-  template <int NT>
-  static void run(const MatArgs& a, int64_t r, int64_t t0) {
-    const uint8_t* w = a.w + static_cast<size_t>(r) * a.w_stride;
-    const int64_t n = a.cols;
-    const float* xs[NT];
-    __m512 a0[NT], a1[NT];
-    for (int j = 0; j < NT; ++j) {
-      xs[j] = a.x + (t0 + j) * n;
-      a0[j] = _mm512_setzero_ps();
-      a1[j] = _mm512_setzero_ps();
-    }
-    int64_t c = 0;
-    for (; c + 32 <= n; c += 32) {
-      const __m512 w0 = L::load(w + c * L::kBytes);
-      const __m512 w1 = L::load(w + (c + 16) * L::kBytes);
-      for (int j = 0; j < NT; ++j) {
-        a0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[j] + c), a0[j]);
-        a1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[j] + c + 16), a1[j]);
-      }
-    }
-    if (c + 16 <= n) {
-      const __m512 w0 = L::load(w + c * L::kBytes);
-      for (int j = 0; j < NT; ++j) a0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[j] + c), a0[j]);
-      c += 16;
-    }
-    if (c < n) {
-      const __mmask16 m = tail_mask16(n - c);
-      const __m512 w1 = L::load(w + c * L::kBytes, m);
-      for (int j = 0; j < NT; ++j)
-        a1[j] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m, xs[j] + c), a1[j]);
-    }
-    for (int j = 0; j < NT; ++j) a.y[(t0 + j) * a.ldy + r] = hsum512(_mm512_add_ps(a0[j], a1[j]));
-  }
-};
-
-// Shared by the q8_0 and q4_0 kernels: two blocks per 512-bit register (lanes 0-7: block b,
-// lanes 8-15: block b+1). Scales [dw0*dx0, dw1*dx1] are spread to the two halves.
-inline __m512 spread2(__m128 s) {
-  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(s));
-}
-
-// Two fp16 scales -> [d0, d1, 0, 0].
-inline __m128 scales2(const uint8_t* p0, const uint8_t* p1) {
-  const uint32_t bits = load_u16(p0) | (static_cast<uint32_t>(load_u16(p1)) << 16);
-  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
-}
-// [p[0], p[1], 0, 0] from a 4-byte aligned pointer.
-inline __m128 load2f(const float* p) {
-  return _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-inline __m128 scales1(const uint8_t* p0) {
-  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u16(p0))));
-}
-
-// Both integer kernels below compute, per (row r, token t) and per pair of blocks, the int32
-// lanes p (lanes 0-7: block b, lanes 8-15: block b+1; each lane the exact sum of 4 products)
-// and then acc[r][t] = fma(float(p), spread(dw) * spread(dx), acc[r][t]), in block order, and
-// finally y = hsum512(acc) (hsum4x4 does the same additions for a full 4 x 4 tile). That
-// sequence is the same for every tile shape, so y[t][r] does not depend on n_tok, on which
-// rows / tokens share a tile, or on the thread count. The int32 lanes and the float operations
-// are those of the previous one-row kernels, so results are bitwise unchanged. An odd last
-// block is done in the low half with the high half's p and scale exactly 0.
+// ---------------------------------------------------------------------------------------------
+// q8_0 / q4_0: row-interleaved panels and a VNNI microkernel.
 //
-// Tiles of NR weight rows x NT tokens: each prepared weight vector is reused for NT tokens, and
-// the per-token data (activation bytes, correction, spread scales; see prep_acts) is
-// precomputed once per call, so the per-(r, t) work is one dpbusd, one cvt, one mul, one fma.
+// Every output y[t][r] is computed as
+//   acc = 0; for b in 0 .. nb-1: acc = fma(float(isum[r][t][b]), dw[r][b] * dx[t][b], acc)
+// where isum is the exact int32 dot product of weight block b of row r with the quantized
+// activation block b of token t. Integer sums are exact, so only that float chain matters,
+// and it is the same whatever n_tok, the tile shape, the row range or the thread count
+// (batch invariance).
+//
+// Layout: a group of 16 weight rows is transposed, block by block, into a panel. Block b of a
+// group takes 576 bytes: 8 vectors of 64 bytes (vector k, lane i: bytes 4k .. 4k+3 of row i's
+// block, as u8: q8_0 w ^ 0x80 = w + 128, q4_0 the nibble 0..15), then 16 f32 weight scales.
+// One vpdpbusd with 4 activation bytes broadcast then advances 16 rows at once, and a block
+// costs 8 vpdpbusd + cvt + mul + fma per (16 rows, token) with no horizontal sums. The u8
+// offset is removed by starting the int32 sum at QuantActs::corr (exact). Each group is
+// transposed once per call and reused for every token.
 
-constexpr int kRowTile = 4;
+constexpr int kGroup = 16;                      // rows per panel group (one zmm of lanes)
+constexpr int kGroupsPerTile = 2;               // groups sharing one pass (register tile)
+constexpr int kPanelBlockBytes = 8 * 64 + 64;   // one block of one group
+constexpr int kTokTileInt = 6;                  // tokens per register tile
+constexpr int64_t kKcBlocks = 16;               // blocks per L1-resident slice when n_tok is large
 
-// Per-token extras (layout in ops_impl.h), for each pair k of blocks (b = 2k, b + 1):
-//   dxs[k]: [d[b] x 8, d[b+1] x 8] (odd last block: [d[b] x 8, 0 x 8]).
-//   q8_0 corr[k]: lane i = -128 * (x[4i] + x[4i+1] + x[4i+2] + x[4i+3]) of the pair's 64 bytes,
-//     so that dpbusd(corr, w ^ 0x80 (u8), x) is exactly sum w * x in each lane.
-//   q4_0 corr[k]: s8[b] in lane 0, s8[b+1] in lane 8, 0 elsewhere (the nibble offset).
-void prep_acts(const int8_t* qs, const float* d, const int32_t* s8, int64_t n, bool q4,
-               int32_t* corr, float* dxs) {
-  const int64_t nb = n / kBlk;
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i m128 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i cidx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0);
-  for (int64_t b = 0, k = 0; b < nb; b += 2, ++k) {
-    const bool two = b + 1 < nb;
-    _mm512_storeu_ps(dxs + 16 * k, spread2(two ? load2f(d + b) : _mm_load_ss(d + b)));
-    __m512i c;
-    if (q4) {
-      const __m128i sv = two ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s8 + b))
-                             : _mm_cvtsi32_si128(s8[b]);
-      c = _mm512_maskz_permutexvar_epi32(0x0101, cidx, _mm512_castsi128_si512(sv));
-    } else {
-      const __m512i xv = two ? _mm512_loadu_si512(qs + b * kBlk)
-                             : _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                   reinterpret_cast<const __m256i*>(qs + b * kBlk)));
-      c = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, m128, xv));
+// Permutation indices of the 16 x 8 dword transpose (see transpose16x8).
+struct TransposeIdx {
+  __m512i a[3], b[3];
+  TransposeIdx() {
+    for (int s = 0; s < 3; ++s) {
+      alignas(64) int32_t ia[16], ib[16];
+      for (int l = 0; l < 16; ++l) {
+        const int bit = 1 << s;
+        ia[l] = (l & bit) ? 16 + (l ^ bit) : l;
+        ib[l] = (l & bit) ? 16 + l : (l ^ bit);
+      }
+      a[s] = _mm512_load_si512(ia);
+      b[s] = _mm512_load_si512(ib);
     }
-    _mm512_storeu_si512(corr + 16 * k, c);
-  }
-}
-
-// q8_0 weights as u8 (w ^ 0x80 = w + 128) against s8 activations, corrected by corr.
-struct Q8Rows {
-  static constexpr int kBytes = kQ8Bytes;
-  static __m512i pair(const uint8_t* b0) {
-    const __m512i wv = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kQ8Bytes + 2)), 1);
-    return _mm512_xor_si512(wv, _mm512_set1_epi8(static_cast<char>(0x80)));
-  }
-  static __m256i single(const uint8_t* b0) {
-    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2)),
-                            _mm256_set1_epi8(static_cast<char>(0x80)));
   }
 };
 
-// q4_0 nibbles (u8, 0..15) against s8 activations; corr adds -8 * sum(x) once per block.
-// 128-bit quarters: [lo nibbles b, hi nibbles b, lo nibbles b+1, hi nibbles b+1].
-struct Q4Rows {
+// In: z[j] = [row j dwords 0..7 | row j + 8 dwords 0..7]. Out: z[k] = [rows 0..15, dword k].
+// Stage s swaps register-index bit s with lane bit s; after three stages the register index is
+// the dword index and the lane is the row.
+inline void transpose16x8(__m512i z[8], const TransposeIdx& ix) {
+  for (int s = 0; s < 3; ++s) {
+    const int bit = 1 << s;
+    for (int j = 0; j < 8; ++j) {
+      if (j & bit) continue;
+      const __m512i lo = z[j], hi = z[j | bit];
+      z[j] = _mm512_permutex2var_epi32(lo, ix.a[s], hi);
+      z[j | bit] = _mm512_permutex2var_epi32(lo, ix.b[s], hi);
+    }
+  }
+}
+
+// Gathers the fp16 scale at the start of block `b` of 16 rows (byte offsets `offs` from w) as
+// 16 floats.
+inline __m512 gather_scales(const uint8_t* w, __m512i offs) {
+  const __m512i v = _mm512_i32gather_epi32(offs, w, 1);  // [d, qs0, qs1] per row
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+}
+
+struct Q8Panel {
+  static constexpr int kBytes = kQ8Bytes;
+  // z[j] for block b of rows j and j + 8 (row pointers already offset to the block).
+  static __m512i load(const uint8_t* r0, const uint8_t* r8) {
+    return _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r8 + 2)), 1);
+  }
+  static __m512i fix(__m512i v) {
+    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+};
+
+struct Q4Panel {
   static constexpr int kBytes = kQ4Bytes;
-  static __m512i pair(const uint8_t* b0) {
-    const __m512i shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+  // 128-bit quarters: [lo nibbles r0, hi nibbles r0, lo nibbles r8, hi nibbles r8].
+  static __m512i load(const uint8_t* r0, const uint8_t* r8) {
     const __m256i v0 =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2)));
-    const __m256i v1 = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kQ4Bytes + 2)));
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + 2)));
+    const __m256i v8 =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r8 + 2)));
+    const __m512i shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
     return _mm512_and_si512(
-        _mm512_srlv_epi64(_mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1), shifts),
+        _mm512_srlv_epi64(_mm512_inserti64x4(_mm512_castsi256_si512(v0), v8, 1), shifts),
         _mm512_set1_epi8(0x0F));
   }
-  static __m256i single(const uint8_t* b0) {
-    const __m256i shifts = _mm256_setr_epi64x(0, 0, 4, 4);
-    const __m256i v0 =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2)));
-    return _mm256_and_si256(_mm256_srlv_epi64(v0, shifts), _mm256_set1_epi8(0x0F));
-  }
+  static __m512i fix(__m512i v) { return v; }
 };
 
-// Where a tile's weight rows come from. Both give, per row and block pair k, the u8 weight
-// vector and the spread weight scales [dw_b x 8, dw_b+1 x 8]; for an odd last block the low
-// 256 bits of each. RawRows derives them from the q8_0 / q4_0 blocks; PrepRows loads them from
-// a buffer that prepare() filled with exactly those values (reused across token tiles).
+// Transposes rows [r, r + nr) (nr <= 16) of blocks [0, nb) into a group panel. Rows past nr
+// repeat row nr - 1: their lanes are computed but never stored. Prefetching looks ahead up to
+// row r1_limit (the end of the caller's range).
 template <class W>
-struct RawRows {
-  const uint8_t* w;
-  size_t stride;
-  const uint8_t*& p_or_w() { return w; }
-  const uint8_t* row(int i) const { return w + i * stride; }
-  static __m512i pair(const uint8_t* r, int64_t b) { return W::pair(r + b * W::kBytes); }
-  static __m512 dw2(const uint8_t* r, int64_t b) {
-    const uint8_t* b0 = r + b * W::kBytes;
-    return spread2(scales2(b0, b0 + W::kBytes));
+void prep_group(const MatArgs& a, int64_t r, int64_t nr, int64_t nb, int64_t r1_limit,
+                uint8_t* out) {
+  static const TransposeIdx ix;
+  const uint8_t* rp[kGroup];
+  alignas(64) int32_t offs[kGroup];
+  for (int i = 0; i < kGroup; ++i) {
+    rp[i] = a.w + static_cast<size_t>(r + (i < nr ? i : nr - 1)) * a.w_stride;
+    offs[i] = static_cast<int32_t>(rp[i] - rp[0]);
   }
-  static __m256i single(const uint8_t* r, int64_t b) { return W::single(r + b * W::kBytes); }
-  static __m256 dw1(const uint8_t* r, int64_t b) {
-    return _mm256_broadcastss_ps(scales1(r + b * W::kBytes));
-  }
-};
-
-// Prepared row: per block pair k, 64 bytes of u8 weights then 16 float scales (128 bytes).
-struct PrepRows {
-  const uint8_t* p;
-  size_t stride;
-  const uint8_t*& p_or_w() { return p; }
-  const uint8_t* row(int i) const { return p + i * stride; }
-  static __m512i pair(const uint8_t* r, int64_t b) { return _mm512_load_si512(r + 64 * b); }
-  static __m512 dw2(const uint8_t* r, int64_t b) { return _mm512_load_ps(r + 64 * b + 64); }
-  static __m256i single(const uint8_t* r, int64_t b) {
-    return _mm256_load_si256(reinterpret_cast<const __m256i*>(r + 64 * b));
-  }
-  static __m256 dw1(const uint8_t* r, int64_t b) {
-    return _mm256_load_ps(reinterpret_cast<const float*>(r + 64 * b + 64));
-  }
-  template <class W>
-  static void prepare(const uint8_t* w, int64_t nb, uint8_t* out) {
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-      _mm512_store_si512(out + 64 * b, RawRows<W>::pair(w, b));
-      _mm512_store_ps(out + 64 * b + 64, RawRows<W>::dw2(w, b));
+  const __m512i voffs = _mm512_load_si512(offs);
+  // Software prefetch of the next group's rows (contiguous after this group's), spread over
+  // the blocks: sixteen interleaved row streams are a poor fit for the hardware prefetcher.
+  const uint8_t* next = a.w + static_cast<size_t>(r + kGroup) * a.w_stride;
+  const uint8_t* next_end = a.w + static_cast<size_t>(r1_limit) * a.w_stride;
+  const int64_t next_bytes = next < next_end ? min64(next_end - next, kGroup * a.w_stride) : 0;
+  const int64_t pf_per_block = (next_bytes / 64 + nb) / nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t o = static_cast<size_t>(b) * W::kBytes;
+    for (int64_t i = 0; i < pf_per_block; ++i) {
+      const int64_t off = (b * pf_per_block + i) * 64;
+      if (off < next_bytes) _mm_prefetch(reinterpret_cast<const char*>(next + off), _MM_HINT_T0);
     }
-    if (b < nb) {
-      _mm512_store_si512(out + 64 * b, _mm512_zextsi256_si512(RawRows<W>::single(w, b)));
-      _mm512_store_ps(out + 64 * b + 64, _mm512_zextps256_ps512(RawRows<W>::dw1(w, b)));
+    __m512i z[8];
+    for (int j = 0; j < 8; ++j) z[j] = W::load(rp[j] + o, rp[j + 8] + o);
+    transpose16x8(z, ix);
+    uint8_t* p = out + b * kPanelBlockBytes;
+    for (int k = 0; k < 8; ++k) _mm512_store_si512(p + 64 * k, W::fix(z[k]));
+    _mm512_store_ps(p + 512, gather_scales(rp[0] + o, voffs));
+  }
+}
+
+inline __mmask16 lane_mask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Blocks [b0, b1) of G groups (panels gstride bytes apart) x NT tokens from t0, accumulating
+// into y (first: start from 0, else continue from the partial sums stored in y).
+template <int G, int NT>
+void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r, int64_t nr,
+              int64_t t0, int64_t b0, int64_t b1, bool first) {
+  const int64_t nb = a.cols / kBlk;
+  const int8_t* xq[NT];
+  const int32_t* xc[NT];
+  const float* xd[NT];
+  float* y[NT];
+  __mmask16 m[G];
+  for (int g = 0; g < G; ++g) m[g] = lane_mask(nr - kGroup * g);
+  __m512 acc[G][NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.qa.qs + (t0 + t) * a.cols;
+    xc[t] = a.qa.corr + (t0 + t) * nb;
+    xd[t] = a.qa.d + (t0 + t) * nb;
+    y[t] = a.y + (t0 + t) * a.ldy + r;
+    for (int g = 0; g < G; ++g)
+      acc[g][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[g], y[t] + kGroup * g);
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* pb = panel + b * kPanelBlockBytes;
+    __m512i is[G][NT];
+    for (int t = 0; t < NT; ++t) {
+      const __m512i c = _mm512_set1_epi32(xc[t][b]);
+      for (int g = 0; g < G; ++g) is[g][t] = c;
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      __m512i wv[G];
+      for (int g = 0; g < G; ++g) wv[g] = _mm512_load_si512(pb + g * gstride + 64 * k);
+      for (int t = 0; t < NT; ++t) {
+        int32_t xv;
+        std::memcpy(&xv, xq[t] + b * kBlk + 4 * k, 4);
+        const __m512i xb = _mm512_set1_epi32(xv);
+        for (int g = 0; g < G; ++g) is[g][t] = _mm512_dpbusd_epi32(is[g][t], wv[g], xb);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m512 dw = _mm512_load_ps(pb + g * gstride + 512);
+      for (int t = 0; t < NT; ++t) {
+        const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(xd[t][b]));
+        acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[g][t]), s, acc[g][t]);
+      }
     }
   }
-};
+  for (int t = 0; t < NT; ++t)
+    for (int g = 0; g < G; ++g) _mm512_mask_storeu_ps(y[t] + kGroup * g, m[g], acc[g][t]);
+}
 
+template <int G, int NT = kTokTileInt>
+void int_tiles(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r, int64_t nr,
+               int64_t t0, int64_t nt, int64_t b0, int64_t b1, bool first) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return int_tiles<G, NT - 1>(a, panel, gstride, r, nr, t0, nt, b0, b1, first);
+  }
+  int_tile<G, NT>(a, panel, gstride, r, nr, t0, b0, b1, first);
+}
+
+// Per-thread panel buffer (grows to the largest group pair seen; never shrinks).
+uint8_t* panel_buffer(size_t bytes) {
+  thread_local uint8_t* buf = nullptr;
+  thread_local size_t cap = 0;
+  if (cap < bytes) {
+    std::free(buf);
+    cap = bytes;
+    buf = static_cast<uint8_t*>(std::aligned_alloc(64, cap));
+  }
+  return buf;
+}
+
+template <class W>
+void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.cols / kBlk;
+  const size_t gstride = static_cast<size_t>(nb) * kPanelBlockBytes;
+  uint8_t* panel = panel_buffer(kGroupsPerTile * gstride);
+  // Few tokens: one pass over all blocks. Many: L1-sized slices of blocks, every token tile
+  // per slice, partial sums kept in y between slices.
+  const int64_t kc = a.n_tok <= kTokTileInt ? nb : kKcBlocks;
+  for (int64_t r = r0; r < r1; r += kGroup * kGroupsPerTile) {
+    const int64_t nr = min64(kGroup * kGroupsPerTile, r1 - r);
+    const int groups = nr > kGroup ? 2 : 1;
+    for (int g = 0; g < groups; ++g)
+      prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1,
+                    panel + g * gstride);
+    for (int64_t b0 = 0; b0 < nb; b0 += kc) {
+      const int64_t b1 = min64(nb, b0 + kc);
+      for (int64_t t0 = 0; t0 < a.n_tok; t0 += kTokTileInt) {
+        const int64_t nt = min64(kTokTileInt, a.n_tok - t0);
+        if (groups == 2)
+          int_tiles<2>(a, panel, gstride, r, nr, t0, nt, b0, b1, b0 == 0);
+        else
+          int_tiles<1>(a, panel, gstride, r, nr, t0, nt, b0, b1, b0 == 0);
+      }
+    }
+  }
+}
 // hsum512 of m[4 * i + j] for i, j < 4 into y[j * ldy + i], all 16 at once: the same
 // additions of the same operands as hsum512 (lanes l and l + 8, then l and l + 4, then l and
 // l + 2, then l and l + 1), so each result is bitwise equal to hsum512's.
@@ -269,149 +311,161 @@ inline void hsum4x4(const __m512* m, float* y, int64_t ldy) {
   _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(f, 3));
 }
 
-template <class Src>
-struct IntKern {
-  // y for rows r .. r + NR (row i from src.row(i)) and tokens t0 .. t0 + NT.
-  template <int NR, int NT>
-  static void run(const MatArgs& a, const Src& src, int64_t r, int64_t t0) {
-    const int64_t cols = a.cols;
-    const int64_t nb = cols / kBlk;
-    const int64_t np16 = 16 * ((nb + 1) / 2);
-    const uint8_t* rows[NR];
-    for (int i = 0; i < NR; ++i) rows[i] = src.row(i);
-    const int8_t* xq = a.qa.qs + t0 * cols;
-    const int32_t* xc = a.qa.corr + t0 * np16;
-    const float* xd = a.qa.dxs + t0 * np16;
-    __m512 acc[NR][NT];
-    for (int i = 0; i < NR; ++i)
-      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-      const int64_t o = 8 * b;  // offset of this pair in corr / dxs
-#pragma GCC unroll 4
-      for (int i = 0; i < NR; ++i) {
-        const __m512i wv = Src::pair(rows[i], b);
-        const __m512 dw = Src::dw2(rows[i], b);
-#pragma GCC unroll 4
-        for (int j = 0; j < NT; ++j) {
-          const __m512i p = _mm512_dpbusd_epi32(_mm512_loadu_si512(xc + j * np16 + o), wv,
-                                                _mm512_loadu_si512(xq + j * cols + b * kBlk));
-          const __m512 s = _mm512_mul_ps(dw, _mm512_loadu_ps(xd + j * np16 + o));
-          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s, acc[i][j]);
-        }
-      }
-    }
-    if (b < nb) {  // odd last block: the upper half is exactly zero
-      const int64_t o = 8 * b;
-      for (int i = 0; i < NR; ++i) {
-        const __m256i wv = Src::single(rows[i], b);
-        const __m256 dw = Src::dw1(rows[i], b);
-        for (int j = 0; j < NT; ++j) {
-          const __m256i p = _mm256_dpbusd_epi32(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + j * np16 + o)), wv,
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * cols + b * kBlk)));
-          const __m256 s = _mm256_mul_ps(dw, _mm256_loadu_ps(xd + j * np16 + o));
-          acc[i][j] = _mm512_fmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)),
-                                      _mm512_zextps256_ps512(s), acc[i][j]);
-        }
-      }
-    }
-    if constexpr (NR == 4 && NT == 4) {
-      hsum4x4(&acc[0][0], a.y + t0 * a.ldy + r, a.ldy);
-    } else {
-      for (int i = 0; i < NR; ++i)
-        for (int j = 0; j < NT; ++j) a.y[(t0 + j) * a.ldy + r + i] = hsum512(acc[i][j]);
-    }
+
+// ---------------------------------------------------------------------------------------------
+// f32 / f16 / bf16 weights. Every output is
+//   acc = 0 (16 lanes); for each full 16-column chunk: acc = fma(w[c..c+16), x[c..c+16), acc);
+//   then, if cols % 16, one zero-padded tail chunk; y = hsum512(acc)
+// whatever the tile shape (hsum4x4 does the same additions), so results are batch-invariant.
+// Tiles of NR rows x NT tokens share each loaded vector. With many tokens, f16 / bf16 rows are
+// first widened to an f32 panel once per chunk of rows, instead of once per token tile.
+
+constexpr int kPlainRows = 4;        // NR
+constexpr int kPlainToks = 4;        // NT
+constexpr int kPlainChunkRows = 32;  // rows widened together (panel), a multiple of NR
+constexpr int kPlainWidenMinTok = 5; // widen when there is more than one token tile
+
+template <class L>
+struct RawF {
+  const uint8_t* w;  // row r of the tile
+  size_t stride;     // bytes
+  // The next tile's rows (contiguous after this tile's), prefetched while this one runs.
+  const uint8_t* pf = nullptr;
+  int64_t pf_bytes = 0;
+  void prefetch(int64_t step) const {
+    constexpr int64_t kStep = kPlainRows * 16 * L::kBytes;  // bytes a tile reads per step
+    for (int64_t off = step * kStep; off < (step + 1) * kStep && off < pf_bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+  }
+  __m512 load(int i, int64_t c) const { return L::load(w + i * stride + c * L::kBytes); }
+  __m512 load(int i, int64_t c, __mmask16 m) const {
+    return L::load(w + i * stride + c * L::kBytes, m);
   }
 };
 
-template <class Src, int NT>
-inline void run_rows(const MatArgs& a, const Src& src, int64_t nr, int64_t r, int64_t t0) {
-  switch (nr) {
-    case 4:
-      IntKern<Src>::template run<4, NT>(a, src, r, t0);
-      break;
-    case 3:
-      IntKern<Src>::template run<3, NT>(a, src, r, t0);
-      break;
-    case 2:
-      IntKern<Src>::template run<2, NT>(a, src, r, t0);
-      break;
-    default:
-      IntKern<Src>::template run<1, NT>(a, src, r, t0);
-      break;
+struct PanelF {
+  const float* p;  // row r of the tile, widened
+  size_t stride;   // floats
+  __m512 load(int i, int64_t c) const { return _mm512_load_ps(p + i * stride + c); }
+  __m512 load(int i, int64_t c, __mmask16 m) const {
+    return _mm512_maskz_load_ps(m, p + i * stride + c);
   }
-}
+  void prefetch(int64_t) const {}
+};
 
-// Tiles of up to kRowTile rows x kTokTile tokens over rows [rb, re) from src (row rb first).
-template <class Src>
-void run_tiles(const MatArgs& a, const Src& src0, int64_t rb, int64_t re) {
-  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kTokTile) {
-    const int64_t nt = min64(kTokTile, a.n_tok - t0);
-    for (int64_t r = rb; r < re; r += kRowTile) {
-      const int64_t nr = min64(kRowTile, re - r);
-      Src src = src0;
-      (src.p_or_w()) += static_cast<size_t>(r - rb) * src.stride;
-      switch (nt) {
-        case 4:
-          run_rows<Src, 4>(a, src, nr, r, t0);
-          break;
-        case 3:
-          run_rows<Src, 3>(a, src, nr, r, t0);
-          break;
-        case 2:
-          run_rows<Src, 2>(a, src, nr, r, t0);
-          break;
-        default:
-          run_rows<Src, 1>(a, src, nr, r, t0);
-          break;
-      }
+template <class Src, int NR, int NT>
+void plain_tile(const MatArgs& a, const Src& s, int64_t r, int64_t t0) {
+  const int64_t n = a.cols;
+  const float* xs[NT];
+  __m512 acc[NR][NT];
+  for (int j = 0; j < NT; ++j) {
+    xs[j] = a.x + (t0 + j) * n;
+    for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_setzero_ps();
+  }
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    s.prefetch(c / 16);
+    __m512 w[NR];
+    for (int i = 0; i < NR; ++i) w[i] = s.load(i, c);
+    for (int j = 0; j < NT; ++j) {
+      const __m512 xv = _mm512_loadu_ps(xs[j] + c);
+      for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_fmadd_ps(w[i], xv, acc[i][j]);
     }
   }
+  if (c < n) {
+    const __mmask16 m = tail_mask16(n - c);
+    __m512 w[NR];
+    for (int i = 0; i < NR; ++i) w[i] = s.load(i, c, m);
+    for (int j = 0; j < NT; ++j) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, xs[j] + c);
+      for (int i = 0; i < NR; ++i) acc[i][j] = _mm512_fmadd_ps(w[i], xv, acc[i][j]);
+    }
+  }
+  if constexpr (NR == 4 && NT == 4) {
+    __m512 flat[16];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) flat[4 * i + j] = acc[i][j];
+    hsum4x4(flat, a.y + t0 * a.ldy + r, a.ldy);
+  } else {
+    for (int i = 0; i < NR; ++i)
+      for (int j = 0; j < NT; ++j) a.y[(t0 + j) * a.ldy + r + i] = hsum512(acc[i][j]);
+  }
 }
 
-// Bytes of prepared rows per chunk (on the stack): with several token tiles, each chunk's
-// weights are decoded once into PrepRows form instead of once per token tile.
-constexpr int64_t kPrepBytes = 96 << 10;
+template <class Src, int NT, int NR = kPlainRows>
+void plain_rows(const MatArgs& a, const Src& s, int64_t nr, int64_t r, int64_t t0) {
+  if constexpr (NR > 1) {
+    if (nr < NR) return plain_rows<Src, NT, NR - 1>(a, s, nr, r, t0);
+  }
+  plain_tile<Src, NR, NT>(a, s, r, t0);
+}
 
-template <class W>
-void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
-  const int64_t nb = a.cols / kBlk;
-  const int64_t prep_stride = 128 * ((nb + 1) / 2);  // 128 bytes per block pair
-  const int64_t prc = kPrepBytes / prep_stride;
-  if (a.n_tok <= kTokTile || prc < kRowTile) {
+template <class Src, int NT = kPlainToks>
+void plain_toks(const MatArgs& a, const Src& s, int64_t nr, int64_t nt, int64_t r, int64_t t0) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return plain_toks<Src, NT - 1>(a, s, nr, nt, r, t0);
+  }
+  plain_rows<Src, NT>(a, s, nr, r, t0);
+}
+
+// Token tiles x row tiles over rows [rb, re); src(r) gives the source positioned at row r.
+template <class MakeSrc>
+void plain_tiles(const MatArgs& a, int64_t rb, int64_t re, MakeSrc src) {
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kPlainToks) {
+    const int64_t nt = min64(kPlainToks, a.n_tok - t0);
+    for (int64_t r = rb; r < re; r += kPlainRows)
+      plain_toks(a, src(r), min64(kPlainRows, re - r), nt, r, t0);
+  }
+}
+
+template <class L>
+void drive_plain(const MatArgs& a, int64_t r0, int64_t r1) {
+  if (L::kBytes == 4 || a.n_tok < kPlainWidenMinTok) {
+    // Rows in L2-sized chunks, each chunk reused by every token tile.
     int64_t rc = kChunkBytes / static_cast<int64_t>(a.w_stride);
-    if (rc < kRowTile) rc = kRowTile;
-    for (int64_t rb = r0; rb < r1; rb += rc) {
-      const int64_t re = min64(r1, rb + rc);
-      run_tiles(a, RawRows<W>{a.w + static_cast<size_t>(rb) * a.w_stride, a.w_stride}, rb, re);
-    }
+    rc = rc < kPlainRows ? kPlainRows : rc - rc % kPlainRows;
+    for (int64_t rb = r0; rb < r1; rb += rc)
+      plain_tiles(a, rb, min64(r1, rb + rc), [&](int64_t r) {
+        RawF<L> src{a.w + static_cast<size_t>(r) * a.w_stride, a.w_stride};
+        // Only for a single token tile: with more, the chunk is already in cache.
+        if (a.n_tok <= kPlainToks && r + kPlainRows < r1) {
+          src.pf = src.w + kPlainRows * a.w_stride;
+          src.pf_bytes = static_cast<int64_t>(min64(kPlainRows, r1 - r - kPlainRows) * a.w_stride);
+        }
+        return src;
+      });
     return;
   }
-  alignas(64) uint8_t buf[kPrepBytes];
-  for (int64_t rb = r0; rb < r1; rb += prc) {
-    const int64_t re = min64(r1, rb + prc);
-    for (int64_t r = rb; r < re; ++r)
-      PrepRows::prepare<W>(a.w + static_cast<size_t>(r) * a.w_stride, nb,
-                           buf + (r - rb) * prep_stride);
-    run_tiles(a, PrepRows{buf, static_cast<size_t>(prep_stride)}, rb, re);
+  const size_t ld = static_cast<size_t>((a.cols + 15) / 16 * 16);  // panel row stride, floats
+  float* panel = reinterpret_cast<float*>(panel_buffer(kPlainChunkRows * ld * sizeof(float)));
+  for (int64_t rb = r0; rb < r1; rb += kPlainChunkRows) {
+    const int64_t re = min64(r1, rb + kPlainChunkRows);
+    for (int64_t r = rb; r < re; ++r) {
+      const uint8_t* w = a.w + static_cast<size_t>(r) * a.w_stride;
+      float* p = panel + (r - rb) * ld;
+      int64_t c = 0;
+      for (; c + 16 <= a.cols; c += 16) _mm512_store_ps(p + c, L::load(w + c * L::kBytes));
+      if (c < a.cols)
+        _mm512_store_ps(p + c, L::load(w + c * L::kBytes, tail_mask16(a.cols - c)));
+    }
+    plain_tiles(a, rb, re, [&](int64_t r) { return PanelF{panel + (r - rb) * ld, ld}; });
   }
 }
 
 void matmul_f32(const MatArgs& a, int64_t r0, int64_t r1) {
-  drive<PlainKern<LoadF32>>(a, r0, r1);
+  drive_plain<LoadF32>(a, r0, r1);
 }
 void matmul_f16(const MatArgs& a, int64_t r0, int64_t r1) {
-  drive<PlainKern<LoadF16>>(a, r0, r1);
+  drive_plain<LoadF16>(a, r0, r1);
 }
 void matmul_bf16(const MatArgs& a, int64_t r0, int64_t r1) {
-  drive<PlainKern<LoadBF16>>(a, r0, r1);
+  drive_plain<LoadBF16>(a, r0, r1);
 }
 void matmul_q8_0(const MatArgs& a, int64_t r0, int64_t r1) {
-  drive_int<Q8Rows>(a, r0, r1);
+  drive_int<Q8Panel>(a, r0, r1);
 }
 void matmul_q4_0(const MatArgs& a, int64_t r0, int64_t r1) {
-  drive_int<Q4Rows>(a, r0, r1);
+  drive_int<Q4Panel>(a, r0, r1);
 }
 
 float dot_f32(const float* x, const float* y, int64_t n) {
@@ -483,7 +537,7 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
 
 const KernelTable& table() {
   static const KernelTable t{CpuLevel::kAvx512, matmul_f32,  matmul_f16,         matmul_bf16,
-                             matmul_q8_0,       matmul_q4_0, quantize_acts_avx2, prep_acts,
+                             matmul_q8_0,       matmul_q4_0, quantize_acts_avx2, true, kGroup * kGroupsPerTile,
                              dot_f32,           axpy_f32,    sum_squares,        scale_mul};
   return t;
 }

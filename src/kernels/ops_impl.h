@@ -24,10 +24,10 @@ struct QuantActs {
   const int8_t* qs;   // [n_tok][cols] quantized values, |q| <= 127
   const float* d;     // [n_tok][nb] block scales: x ~= d * q
   const int32_t* s8;  // [n_tok][nb] -8 * (sum of the block's qs): q4_0 offset correction
-  // Optional per-level extras made by KernelTable::prep_acts (nullptr where the level has none).
-  // Token t's data starts at t * 16 * np, np = (nb + 1) / 2 block pairs.
-  const int32_t* corr;  // [n_tok][np][16] int32 dot-product corrections (see prep_acts)
-  const float* dxs;     // [n_tok][np][16] block scales spread to 8 lanes per block
+  // [n_tok][nb] the block's integer correction for kernels that take weights as unsigned bytes:
+  // q8_0 (w + 128 as u8): -128 * sum(qs) = 16 * s8; q4_0 (nibbles 0..15): s8. Filled by
+  // matmul_with only where the table asks for it (KernelTable::wants_corr), else nullptr.
+  const int32_t* corr;
 };
 
 struct MatArgs {
@@ -55,10 +55,11 @@ struct KernelTable {
   // Quantizes one activation row of n (multiple of 32) floats: d = amax/127, q = round-to-even
   // of x * (1/d). Identical results on every level.
   void (*quantize_acts)(const float* x, int64_t n, int8_t* qs, float* d, int32_t* s8);
-  // Optional (nullptr: unused): fills QuantActs::corr / ::dxs for one token from its quantized
-  // row; q4 selects the correction the q4_0 kernel wants instead of the q8_0 one.
-  void (*prep_acts)(const int8_t* qs, const float* d, const int32_t* s8, int64_t n, bool q4,
-                    int32_t* corr, float* dxs);
+  // True when the q8_0 / q4_0 kernels read QuantActs::corr.
+  bool wants_corr;
+  // The q8_0 / q4_0 kernels are called on row ranges starting at multiples of this (their
+  // register tiles span that many rows); the last range may end anywhere.
+  int quant_row_unit;
   float (*dot_f32)(const float* a, const float* b, int64_t n);
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
   float (*sum_squares)(const float* x, int64_t n);

@@ -9,6 +9,13 @@
 // as it fills (prompt or generated tokens); free_sequence() leaves registered blocks cached and
 // evictable; fork() shares every block; reserve() copies a shared or cached block before any
 // write into it (copy-on-write). With NoPrefixCache (the default) none of this hits.
+//
+// Bounded memory (kv/kv_policy.h, docs/design-kv-compression.md): after each commit the engine
+// calls enforce_policy(seq). WindowKv releases blocks wholly outside the sinks and the window
+// (their table entries become kNoBlock); HeavyHitterKv evicts tokens down to `keep` by moving
+// kept rows into the evicted slots, so a sequence's cache slots stop being its positions:
+// table.n_tokens counts slots, n_positions() counts tokens computed. Prefix matching with a
+// window needs only the blocks the window (and sinks) can see.
 #pragma once
 
 #include <cstdint>
@@ -21,12 +28,31 @@
 #include "core/status.h"
 #include "kv/block_pool.h"
 #include "kv/block_table.h"
+#include "kv/kv_policy.h"
 #include "kv/kv_storage.h"
 #include "prefix/prefix_cache.h"
 
 namespace kvserve {
 
 using SeqId = int64_t;
+
+// A preempted sequence's KV copied to host memory (swap preemption): everything needed to put it
+// back exactly as it was. Opaque to callers except for its size.
+struct SwappedKv {
+  size_t bytes() const { return data.size(); }
+  int n_blocks() const;  // blocks swap_in() needs
+
+ private:
+  friend class KvCacheManager;
+  std::vector<uint8_t> data;      // [live blocks][bytes_per_block]
+  std::vector<char> live;         // per logical block: 1 = in data, 0 = kNoBlock
+  int n_tokens = 0, n_pos = 0;
+  std::string salt;
+  std::vector<BlockKey> keys;
+  bool compacted = false;
+  std::vector<float> score;
+  std::vector<int> slot_pos;
+};
 
 // Engine-wide prefix-cache counters and block occupancy.
 struct KvCacheStats {
@@ -35,6 +61,8 @@ struct KvCacheStats {
   int64_t n_hit_tokens = 0;      // of those, tokens served from cache
   int64_t n_evictions = 0;       // cached blocks whose memory was reused
   int64_t n_cow_copies = 0;      // blocks copied before a write (copy-on-write)
+  int64_t n_window_released = 0;  // blocks released for leaving the attention window
+  int64_t n_h2o_evicted = 0;      // tokens evicted by H2O
   int n_blocks_used = 0;         // ref_count > 0
   int n_blocks_cached = 0;       // ref_count == 0 with a key: evictable
   int n_blocks_empty = 0;        // ref_count == 0, no key
@@ -46,8 +74,10 @@ struct KvCacheStats {
 class KvCacheManager {
  public:
   // Creates storage for n_blocks blocks of `layout`. prefix: null means NoPrefixCache.
+  // policy: how each sequence's cache is bounded (validated here).
   static Result<std::unique_ptr<KvCacheManager>> create(const KvLayout& layout, int n_blocks,
-                                                        std::unique_ptr<PrefixCache> prefix = {});
+                                                        std::unique_ptr<PrefixCache> prefix = {},
+                                                        const KvPolicy& policy = FullKv{});
 
   const KvLayout& layout() const { return storage_->layout(); }
   int block_size() const { return layout().block_size; }
@@ -55,13 +85,14 @@ class KvCacheManager {
   KvStorage& storage() { return *storage_; }
   const KvStorage& storage() const { return *storage_; }
   PrefixCache& prefix_cache() { return *prefix_; }
+  const KvPolicy& policy() const { return policy_; }
 
   // Registers an empty sequence. invalid_argument if the id is in use.
   Status add_sequence(SeqId seq);
   // Registers seq with the longest cached prefix of `tokens` in namespace `salt` ("" = public),
   // at block granularity and never the whole of tokens: at most (tokens.size() - 1) / block_size
   // blocks, so the last token is always computed (for its logits). Then reserves blocks for all
-  // of tokens. Returns the number of cached tokens (table(seq).n_tokens). Transactional: on
+  // of tokens (not under a bounded policy: the engine reserves per chunk). Returns the number of cached tokens (table(seq).n_tokens). Transactional: on
   // invalid_argument (id in use, empty tokens) or out_of_memory nothing changes.
   Result<int> add_sequence_from_prefix(SeqId seq, std::span<const int32_t> tokens,
                                        const std::string& salt = "");
@@ -77,11 +108,29 @@ class KvCacheManager {
   // copied to fresh blocks first. Transactional: on out_of_memory nothing changes. Blocks are
   // allocated on demand, never ahead of need.
   Status reserve(SeqId seq, int n_tokens);
-  // Records that K/V of positions [0, n_tokens) are written. n_tokens <= reserved capacity.
-  void commit(SeqId seq, int n_tokens);
-  // As commit(seq, tokens.size()), and registers every newly full block with the prefix cache.
-  // tokens: the sequence's ids for positions [0, tokens.size()).
+  // Records that K/V of positions [0, n_pos) are written, in the slots after the last commit
+  // (slot = position until H2O evicts). The slots must be reserved.
+  void commit(SeqId seq, int n_pos);
+  // As commit(seq, tokens.size()), and registers every newly full block with the prefix cache
+  // (while slots are positions). tokens: the sequence's ids for positions [0, tokens.size()).
   void commit(SeqId seq, std::span<const int32_t> tokens);
+  // Applies the policy after a commit: WindowKv releases blocks no later query can see;
+  // HeavyHitterKv evicts the lowest-scored tokens beyond `keep` (outside the recent window).
+  // Fails only with out_of_memory when a shared block must be copied before H2O rewrites it;
+  // then nothing changes.
+  Status enforce_policy(SeqId seq);
+  // Positions computed for seq (== table(seq).n_tokens unless H2O has evicted tokens).
+  int n_positions(SeqId seq) const { return state(seq).n_pos; }
+  // H2O: per-slot attention accumulated over layers, heads and queries ([capacity] floats; the
+  // attention kernel adds to it). nullptr under other policies. Valid until the next reserve.
+  float* attention_scores(SeqId seq);
+  // Swap preemption. can_swap(): the storage can export its blocks (not q4 K). swap_out copies
+  // seq's K/V to host memory and frees the sequence; swap_in registers seq again from it, with
+  // fresh private blocks holding the same bytes (all-or-nothing: out_of_memory changes nothing
+  // and leaves `swapped` intact).
+  bool can_swap() const { return layout().k_type != KvType::kQ4; }
+  Result<SwappedKv> swap_out(SeqId seq);
+  Status swap_in(SeqId seq, SwappedKv& swapped);
   // Releases every block of seq at once (last block first, so a sequence's tail is evicted
   // before its head) and forgets it. No-op for unknown ids.
   void free_sequence(SeqId seq);
@@ -99,22 +148,33 @@ class KvCacheManager {
     BlockTable table;
     std::string salt;
     std::vector<BlockKey> keys;  // keys of full blocks [0, keys.size())
+    int n_pos = 0;               // positions computed
+    bool compacted = false;      // H2O has moved rows: slots are no longer positions
+    std::vector<float> score;    // H2O: [capacity] accumulated attention per slot
+    std::vector<int> slot_pos;   // H2O: [n_tokens] position held by each slot
   };
 
-  KvCacheManager(std::unique_ptr<KvStorage> storage, std::unique_ptr<PrefixCache> prefix);
+  KvCacheManager(std::unique_ptr<KvStorage> storage, std::unique_ptr<PrefixCache> prefix,
+                 const KvPolicy& policy);
   SeqState& state(SeqId seq);
   const SeqState& state(SeqId seq) const;
   // Logical blocks of s that a write of positions [table.n_tokens, n_tokens) must copy first.
   std::vector<int> blocks_to_copy(const SeqState& s, int n_tokens) const;
   void register_full_blocks(SeqState& s, std::span<const int32_t> tokens);
   void note_peak();
+  // pool_.release() plus the storage's hook for blocks that became free.
+  void release_block(BlockId id);
+  void release_outside_window(SeqState& s, const WindowKv& w);
+  Status evict_heavy_hitters(SeqState& s, const HeavyHitterKv& h);
 
   std::unique_ptr<KvStorage> storage_;
   std::unique_ptr<PrefixCache> prefix_;
+  KvPolicy policy_;
   BlockPool pool_;
   std::unordered_map<SeqId, SeqState> seqs_;
   int peak_used_ = 0;
   int64_t n_prefix_queries_ = 0, n_query_tokens_ = 0, n_hit_tokens_ = 0, n_cow_copies_ = 0;
+  int64_t n_window_released_ = 0, n_h2o_evicted_ = 0;
 };
 
 }  // namespace kvserve

@@ -2,15 +2,34 @@
 
 #include <cmath>
 
+#include "kv/kv_storage.h"
+
 namespace kvserve {
+
+namespace {
+KvLayout layout_of(const KvPlanInput& in) {
+  KvLayout l;
+  l.n_layer = in.n_layer;
+  l.n_head_kv = in.n_head_kv;
+  l.head_dim = in.head_dim;
+  l.block_size = in.block_size > 0 ? in.block_size : 1;
+  l.k_type = in.kv_type_k;
+  l.v_type = in.kv_type_v;
+  return l;
+}
+}  // namespace
+
+Status check_kv_plan(const KvPlanInput& in) { return layout_of(in).check(); }
 
 KvPlan plan_kv(const KvPlanInput& in) {
   KvPlan p;
-  const DTypeInfo& ti = dtype_info(in.kv_type);
-  const double bytes_per_elem = static_cast<double>(ti.block_bytes) / ti.block_elems;
-  p.bytes_per_token = 2.0 * in.n_layer * in.n_head_kv * in.head_dim * bytes_per_elem;
+  const KvLayout l = layout_of(in);
+  const double heads = static_cast<double>(in.n_layer) * in.n_head_kv;
+  p.bytes_per_token_k = heads * static_cast<double>(l.k_tile_bytes()) / l.block_size;
+  p.bytes_per_token_v = heads * static_cast<double>(l.v_tile_bytes()) / l.block_size;
+  p.bytes_per_token = l.bytes_per_token();
   p.bytes_per_request = p.bytes_per_token * static_cast<double>(in.ctx);
-  const int64_t bs = in.block_size > 0 ? in.block_size : 1;
+  const int64_t bs = l.block_size;
   const int64_t paged_tokens = (in.ctx + bs - 1) / bs * bs;
   p.bytes_per_request_paged = p.bytes_per_token * static_cast<double>(paged_tokens);
   p.bytes_total = p.bytes_per_request * static_cast<double>(in.batch);

@@ -1,5 +1,7 @@
 #include "kv/kv_policy.h"
 
+#include <algorithm>
+
 namespace kvserve {
 
 Status validate_kv_policy(const KvPolicy& p) {
@@ -13,6 +15,26 @@ Status validate_kv_policy(const KvPolicy& p) {
     }
   }
   return Status::ok();
+}
+
+int kv_policy_max_blocks(const KvPolicy& p, int bs, int chunk) {
+  auto blocks = [bs](int n) { return (n + bs - 1) / bs; };
+  if (const auto* w = std::get_if<WindowKv>(&p)) {
+    // Sinks, plus positions [n - window + 1, n + chunk), which straddle one more block.
+    return blocks(w->sink) + blocks(w->window - 1 + chunk) + 1;
+  }
+  if (const auto* h = std::get_if<HeavyHitterKv>(&p)) {
+    // keep + chunk slots, plus as many copies again for copy-on-write of shared blocks.
+    return 2 * blocks(h->keep + chunk) + 1;
+  }
+  return 0;
+}
+
+int kv_policy_chunk(const KvPolicy& p, int bs, int chunk) {
+  int bound = 0;
+  if (const auto* w = std::get_if<WindowKv>(&p)) bound = w->window;
+  if (const auto* h = std::get_if<HeavyHitterKv>(&p)) bound = h->keep;
+  return bound > 0 ? std::min(chunk, std::max(bound, bs)) : chunk;
 }
 
 std::string kv_policy_name(const KvPolicy& p) {

@@ -35,5 +35,11 @@ Status validate_kv_policy(const KvPolicy& p);
 std::string kv_policy_name(const KvPolicy& p);
 // True when memory per sequence is bounded independently of its length.
 inline bool kv_policy_bounded(const KvPolicy& p) { return !std::holds_alternative<FullKv>(p); }
+// Under a bounded policy: the most blocks one sequence holds while computing a chunk of `chunk`
+// tokens (sinks + window + chunk, or keep + chunk, rounded out to blocks). 0 for FullKv.
+int kv_policy_max_blocks(const KvPolicy& p, int block_size, int chunk);
+// The prefill chunk a policy allows: at most the window (or keep), so a long prompt never holds
+// more than about twice the bound.
+int kv_policy_chunk(const KvPolicy& p, int block_size, int chunk);
 
 }  // namespace kvserve

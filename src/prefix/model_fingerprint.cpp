@@ -53,7 +53,8 @@ void hash_tensor(HashStream& h, const TensorView& t) {
 
 }  // namespace
 
-Digest model_fingerprint(const Model& model, const KvLayout& layout, HashKind kind) {
+Digest model_fingerprint(const Model& model, const KvLayout& layout, HashKind kind,
+                         const std::string& policy) {
   HashStream h(kind);
   h.update_string("kvserve-model-v1");
   hash_config(h, model.config);
@@ -69,8 +70,12 @@ Digest model_fingerprint(const Model& model, const KvLayout& layout, HashKind ki
   }
   h.update_string("kv-layout");
   for (int v : {layout.n_layer, layout.n_head_kv, layout.head_dim, layout.block_size,
-                static_cast<int>(layout.type)}) {
+                static_cast<int>(layout.k_type), static_cast<int>(layout.v_type)}) {
     h.update_u64(static_cast<uint64_t>(v));
+  }
+  if (!policy.empty()) {
+    h.update_string("kv-policy");
+    h.update_string(policy);
   }
   return h.finish();
 }

@@ -6,12 +6,17 @@
 // architecture (fine-tunes change every tensor). Pure; any thread.
 #pragma once
 
+#include <string>
+
 #include "core/hash.h"
 #include "kv/kv_storage.h"
 #include "model/model.h"
 
 namespace kvserve {
 
-Digest model_fingerprint(const Model& model, const KvLayout& layout, HashKind kind);
+// policy: the KV policy's name (kv_policy_name); K/V computed under a window or H2O differ from
+// full attention, so they must not be shared across policies. Empty for full attention.
+Digest model_fingerprint(const Model& model, const KvLayout& layout, HashKind kind,
+                         const std::string& policy = "");
 
 }  // namespace kvserve

@@ -14,12 +14,14 @@
 
 #include "core/hash.h"
 #include "kv/block_pool.h"
+#include "kv/kv_policy.h"
 
 namespace kvserve {
 
 struct PrefixMatch {
-  std::vector<BlockId> blocks;  // cached blocks for logical blocks [0, n), verified
-  std::vector<BlockKey> keys;   // their keys
+  std::vector<BlockId> blocks;  // cached blocks for logical blocks [0, n), verified; kNoBlock
+                                // where a window makes a block unnecessary
+  std::vector<BlockKey> keys;   // keys of logical blocks [0, n)
 };
 
 class PrefixCache {
@@ -35,8 +37,11 @@ class PrefixCache {
 
   // The longest run of cached blocks covering tokens [0, n * block_size), n <= max_blocks.
   // Every hit is verified against the stored parent key and token ids: a collision is a miss.
+  // With a window, the prefix of n blocks only needs the blocks that a query at position
+  // n * block_size can see (the sinks and the window); the others may be missing (kNoBlock).
   PrefixMatch match(const BlockPool& pool, std::span<const int32_t> tokens, int block_size,
-                    int max_blocks, std::string_view salt) const;
+                    int max_blocks, std::string_view salt,
+                    const WindowKv* window = nullptr) const;
 };
 
 class NoPrefixCache final : public PrefixCache {

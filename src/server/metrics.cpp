@@ -58,7 +58,13 @@ std::string render_metrics(const EngineLoop* engine) {
   metric(out, "kvserve_requests_total", "counter", "Requests accepted by the engine.",
          s.requests_total.load());
   metric(out, "kvserve_preemptions_total", "counter",
-         "Sequences preempted (blocks freed, recomputed later).", s.preemptions_total.load());
+         "Sequences preempted (blocks freed; recomputed or swapped back later).",
+         s.preemptions_total.load());
+  metric(out, "kvserve_preemptions_swapped_total", "counter",
+         "Preemptions that copied the sequence's KV to host memory instead of recomputing it.",
+         s.swapped_out_total.load());
+  metric(out, "kvserve_swap_bytes", "gauge", "Host memory holding swapped-out KV.",
+         s.swap_bytes.load());
   metric(out, "kvserve_prompt_tokens_total", "counter", "Prompt tokens of accepted sequences.",
          s.prompt_tokens_total.load());
   metric(out, "kvserve_generated_tokens_total", "counter", "Tokens generated.",

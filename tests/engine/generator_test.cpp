@@ -30,10 +30,10 @@ struct RunOut {
 };
 
 RunOut run(const Model& m, std::vector<int32_t> prompt, int n, bool cache, int block_size,
-           float temperature = 0.0f, DType kv_type = DType::kF32) {
+           float temperature = 0.0f, KvType kv_type = KvType::kF32) {
   EngineOptions eo;
   eo.block_size = block_size;
-  eo.kv_type = kv_type;
+  eo.kv_type_k = eo.kv_type_v = kv_type;
   eo.n_threads = 2;
   eo.prefill_chunk = 7;  // odd chunks, so chunk boundaries fall inside blocks
   auto g = Generator::create(m, eo);
@@ -113,8 +113,8 @@ INSTANTIATE_TEST_SUITE_P(BlockSizes, CacheVsRecompute, ::testing::Values(1, 16, 
 TEST(Generator, F16KvCacheAlsoMatchesRecompute) {
   const Model* m = test::synth_demo_model(DType::kF16, 5);
   ASSERT_NE(m, nullptr);
-  RunOut a = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, true, 16, 0, DType::kF16);
-  RunOut b = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, false, 16, 0, DType::kF16);
+  RunOut a = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, true, 16, 0, KvType::kF16);
+  RunOut b = run(*m, some_prompt(9, m->config.n_vocab, 5), 10, false, 16, 0, KvType::kF16);
   EXPECT_EQ(a.res.tokens, b.res.tokens);
   EXPECT_EQ(a.res.logits, b.res.logits);
 }
@@ -132,9 +132,9 @@ void expect_reference_text(const std::string& model_file) {
   ASSERT_FALSE(ref.empty());
   const std::vector<int32_t> prompt = m->tokenizer->encode("Once upon a time", true);
   ASSERT_EQ(prompt.front(), m->tokenizer->bos());
-  for (DType kv : {DType::kF32, DType::kF16}) {
+  for (KvType kv : {KvType::kF32, KvType::kF16}) {
     EngineOptions eo;
-    eo.kv_type = kv;
+    eo.kv_type_k = eo.kv_type_v = kv;
     auto g = Generator::create(*m, eo);
     ASSERT_TRUE(g.is_ok());
     GenerateRequest req;
@@ -144,7 +144,7 @@ void expect_reference_text(const std::string& model_file) {
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     std::string text = m->tokenizer->decode(prompt);
     text += m->tokenizer->decode(r->tokens, prompt.back());
-    EXPECT_EQ(text + "\n", ref) << "KV " << dtype_name(kv);
+    EXPECT_EQ(text + "\n", ref) << "KV " << kv_type_name(kv);
   }
 }
 

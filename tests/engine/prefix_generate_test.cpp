@@ -20,7 +20,7 @@ std::unique_ptr<Generator> make_gen(const Model& m, bool prefix, int block_size,
                                     HashKind hash = HashKind::kXxh3_128) {
   EngineOptions eo;
   eo.block_size = block_size;
-  eo.kv_type = DType::kF32;
+  eo.kv_type_k = eo.kv_type_v = KvType::kF32;
   eo.kv_blocks = kv_blocks;
   eo.n_threads = 2;
   eo.prefill_chunk = 5;

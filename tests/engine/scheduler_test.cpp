@@ -59,10 +59,11 @@ std::vector<std::vector<int32_t>> make_prompts(const Model& m, int n, uint64_t s
 }
 
 std::vector<int32_t> reference(const Model& m, const std::vector<int32_t>& prompt, int n,
-                               const SamplingParams& sp = {}) {
+                               const SamplingParams& sp = {}, const KvPolicy& policy = FullKv{}) {
   EngineOptions eo;
+  eo.kv_policy = policy;
   eo.n_ctx = 256;
-  eo.kv_type = DType::kF32;
+  eo.kv_type_k = eo.kv_type_v = KvType::kF32;
   eo.n_threads = 2;
   auto gen = Generator::create(m, eo);
   EXPECT_TRUE(gen.is_ok());
@@ -76,7 +77,7 @@ std::vector<int32_t> reference(const Model& m, const std::vector<int32_t>& promp
 }
 
 struct RunStats {
-  int64_t preemptions = 0;
+  int64_t preemptions = 0, swapped = 0;
   int blocks_used_after = -1;
 };
 
@@ -85,7 +86,7 @@ std::vector<Outcome> run_engine(const Model& m, const std::vector<std::vector<in
                                 const std::vector<int>& n_gen, EngineLoopOptions o,
                                 RunStats* stats = nullptr) {
   o.engine.n_ctx = 256;
-  o.engine.kv_type = DType::kF32;
+  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
   o.engine.n_threads = 2;
   o.max_queue = 1000;
   auto loop = EngineLoop::create(m, o);
@@ -109,6 +110,7 @@ std::vector<Outcome> run_engine(const Model& m, const std::vector<std::vector<in
   }
   if (stats) {
     stats->preemptions = (*loop)->stats().preemptions_total.load();
+    stats->swapped = (*loop)->stats().swapped_out_total.load();
     stats->blocks_used_after = (*loop)->stats().kv_blocks_used.load();
   }
   return out;
@@ -122,11 +124,18 @@ void expect_batch_invariant(const Model& m, EngineLoopOptions o, bool expect_pre
   RunStats st;
   auto got = run_engine(m, prompts, n_gen, o, &st);
   for (int i = 0; i < n; ++i) {
-    EXPECT_EQ(got[i].tokens, reference(m, prompts[i], n_gen[i])) << "request " << i;
+    EXPECT_EQ(got[i].tokens, reference(m, prompts[i], n_gen[i], {}, o.engine.kv_policy))
+        << "request " << i;
   }
   EXPECT_EQ(st.blocks_used_after, 0);
   if (expect_preemption) {
     EXPECT_GT(st.preemptions, 0);
+    // Swap mode swaps (the demo's K/V fit the default swap space); recompute mode never does.
+    if (o.sched.preemption == PreemptionMode::kSwap) {
+      EXPECT_GT(st.swapped, 0);
+    } else {
+      EXPECT_EQ(st.swapped, 0);
+    }
   }
 }
 
@@ -161,6 +170,31 @@ TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
   expect_batch_invariant(*m, o, true);
 }
 
+TEST(SchedulerEngine, SwapPreemptionGivesTheSameTokens) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.block_size = 4;
+  o.engine.kv_blocks = 40;
+  o.sched.max_batch_tokens = 64;
+  o.sched.max_seqs = 16;
+  o.sched.preemption = PreemptionMode::kSwap;
+  expect_batch_invariant(*m, o, true);
+}
+
+// Sliding window with sinks in the batching engine: each sequence's tokens equal a lone run's,
+// blocks outside the windows are released as sequences move on, and nothing leaks.
+TEST(SchedulerEngine, WindowWithSinksGivesTheSameTokens) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.block_size = 4;
+  o.engine.kv_policy = WindowKv{20, 4};
+  o.sched.max_batch_tokens = 64;
+  o.sched.max_seqs = 16;
+  expect_batch_invariant(*m, o, false);
+}
+
 TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
@@ -175,7 +209,7 @@ TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.engine.n_ctx = 256;
-  o.engine.kv_type = DType::kF32;
+  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
   o.engine.n_threads = 2;
   auto loop = EngineLoop::create(*m, o);
   ASSERT_TRUE(loop.is_ok());
@@ -270,7 +304,7 @@ TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
   layout.n_head_kv = 1;
   layout.head_dim = 4;
   layout.block_size = 4;
-  layout.type = DType::kF32;
+  layout.k_type = layout.v_type = KvType::kF32;
   auto kv = KvCacheManager::create(layout, 1000);
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;
@@ -318,7 +352,7 @@ TEST(Scheduler, AdmissionWaitsForBlocks) {
   layout.n_head_kv = 1;
   layout.head_dim = 4;
   layout.block_size = 4;
-  layout.type = DType::kF32;
+  layout.k_type = layout.v_type = KvType::kF32;
   auto kv = KvCacheManager::create(layout, 10);  // 40 tokens
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;

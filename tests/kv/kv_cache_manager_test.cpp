@@ -2,18 +2,19 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <vector>
 
 namespace kvserve {
 namespace {
 
-KvLayout small_layout(int block_size, DType t = DType::kF32) {
+KvLayout small_layout(int block_size, KvType t = KvType::kF32) {
   KvLayout l;
   l.n_layer = 2;
   l.n_head_kv = 2;
   l.head_dim = 4;
   l.block_size = block_size;
-  l.type = t;
+  l.k_type = l.v_type = t;
   return l;
 }
 
@@ -78,7 +79,7 @@ TEST_F(KvCacheManagerTest, DumpListsSequences) {
 }
 
 TEST(KvStorage, WritesLandInTheirTileAndCopyBlockCopiesAllLayers) {
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+  for (KvType t : {KvType::kF32, KvType::kF16, KvType::kBF16}) {
     auto s = KvStorage::create(small_layout(2, t), 3);
     ASSERT_TRUE(s.is_ok());
     KvStorage& kv = **s;
@@ -89,14 +90,14 @@ TEST(KvStorage, WritesLandInTheirTileAndCopyBlockCopiesAllLayers) {
     }
     kv.write_token(1, 2, 1, k.data(), v.data());
     kv.copy_block(2, 0);
-    const size_t rb = row_bytes(t, 4);
+    const size_t rb = kv_row_stride(t, KvRole::kK, 4);
     for (BlockId b : {2, 0}) {
       for (int h = 0; h < 2; ++h) {
         // slot 1 of head h holds elements [h*4, h*4+4)
         EXPECT_EQ(std::memcmp(kv.k_tile(1, b, h) + rb, kv.k_tile(1, 2, h) + rb, rb), 0);
       }
     }
-    if (t == DType::kF32) {
+    if (t == KvType::kF32) {
       const float* kt = reinterpret_cast<const float*>(kv.k_tile(1, 0, 1));
       EXPECT_EQ(kt[4 + 0], 2.0f);  // head 1, slot 1, element 0 = k[4]
       const float* vt = reinterpret_cast<const float*>(kv.v_tile(1, 0, 0));
@@ -109,7 +110,9 @@ TEST(KvStorage, RejectsBadLayouts) {
   EXPECT_FALSE(KvStorage::create(small_layout(0), 4).is_ok());
   EXPECT_FALSE(KvStorage::create(small_layout(257), 4).is_ok());
   EXPECT_FALSE(KvStorage::create(small_layout(16), 0).is_ok());
-  EXPECT_FALSE(KvStorage::create(small_layout(16, DType::kQ4_K), 4).is_ok());
+  KvLayout odd = small_layout(16, KvType::kQ4);
+  odd.head_dim = 5;  // q4 packs channel pairs
+  EXPECT_FALSE(KvStorage::create(odd, 4).is_ok());
 }
 
 TEST(ByteSize, ParsesUnits) {

@@ -10,7 +10,7 @@ TEST(KvPlanner, Llama3_8bAtF16) {
   in.n_layer = 32;
   in.n_head_kv = 8;
   in.head_dim = 128;
-  in.kv_type = DType::kF16;
+  in.kv_type_k = in.kv_type_v = KvType::kF16;
   in.ctx = 8192;
   in.batch = 4;
   in.memory = 24ull << 30;
@@ -27,11 +27,11 @@ TEST(KvPlanner, QuantizedTypesCountScalesAndPagingRoundsUp) {
   in.n_layer = 1;
   in.n_head_kv = 1;
   in.head_dim = 64;
-  in.kv_type = DType::kQ8_0;  // 34 bytes per 32 elements
+  in.kv_type_k = in.kv_type_v = KvType::kQ8;  // 64 int8 + an fp16 scale per row
   in.ctx = 17;
   in.block_size = 16;
   const KvPlan p = plan_kv(in);
-  EXPECT_DOUBLE_EQ(p.bytes_per_token, 2 * 64 * 34.0 / 32);
+  EXPECT_DOUBLE_EQ(p.bytes_per_token, 2 * 66.0);
   EXPECT_DOUBLE_EQ(p.bytes_per_request_paged, p.bytes_per_token * 32);
   EXPECT_EQ(p.requests_fit, -1);
 }

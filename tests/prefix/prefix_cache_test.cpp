@@ -22,7 +22,7 @@ KvLayout tiny_layout() {
   l.n_head_kv = 1;
   l.head_dim = 4;
   l.block_size = kBlock;
-  l.type = DType::kF32;
+  l.k_type = l.v_type = KvType::kF32;
   return l;
 }
 
@@ -171,11 +171,11 @@ TEST_F(PrefixCacheTest, ForkSharesBlocksAndCopiesOnWrite) {
   EXPECT_EQ(kv->pool().ref_count(b1), 1);
   EXPECT_EQ(kv->pool().ref_count(b0), 2);
   EXPECT_EQ(0, std::memcmp(kv->storage().k_tile(0, c1, 0), kv->storage().k_tile(0, b1, 0),
-                           kv->layout().tile_bytes()));
+                           kv->layout().k_tile_bytes()));
   const std::vector<float> k2(4, 9.0f);
   kv->storage().write_token(0, c1, 2, k2.data(), k2.data());
   EXPECT_NE(0, std::memcmp(kv->storage().k_tile(0, c1, 0), kv->storage().k_tile(0, b1, 0),
-                           kv->layout().tile_bytes()));
+                           kv->layout().k_tile_bytes()));
   // The parent now owns b1 alone: no copy.
   ASSERT_TRUE(kv->reserve(1, 7).is_ok());
   EXPECT_EQ(kv->table(1).blocks[1], b1);
