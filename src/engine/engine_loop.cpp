@@ -218,6 +218,12 @@ bool EngineLoop::take_incoming() {
   }
   for (auto& r : reqs) {
     ++stats_.requests_total;
+    // Consecutive specs with the same prompt are the n samples of one prompt: siblings.
+    std::vector<std::unique_ptr<Sequence>> group;
+    auto flush = [&] {
+      if (!group.empty()) scheduler_.add_siblings(std::move(group));
+      group.clear();
+    };
     for (const SeqSpec& spec : r->seqs) {
       stats_.prompt_tokens_total += static_cast<int64_t>(spec.prompt.size());
       auto seq = std::make_unique<Sequence>(next_seq_++, r, &spec);
@@ -227,8 +233,10 @@ bool EngineLoop::take_incoming() {
         finish(s, "length");
         continue;
       }
-      scheduler_.add(std::move(seq));
+      if (!group.empty() && group.front()->spec->prompt != spec.prompt) flush();
+      group.push_back(std::move(seq));
     }
+    flush();
   }
   return true;
 }

@@ -18,6 +18,23 @@ void Scheduler::add(std::unique_ptr<Sequence> seq) {
   waiting_.push_back(std::move(seq));
 }
 
+void Scheduler::add_siblings(std::vector<std::unique_ptr<Sequence>> seqs) {
+  // Sharing goes through the prefix cache: without keys there is nothing to share.
+  if (seqs.size() > 1 && kv_.prefix_cache().key_for(std::nullopt, {}, "")) {
+    auto ready = std::make_shared<bool>(false);
+    for (auto& s : seqs) s->prompt_ready = ready;
+    seqs.front()->leads = true;
+  }
+  for (auto& s : seqs) add(std::move(s));
+}
+
+namespace {
+// The leader has computed (and registered) its prompt, or is gone: siblings may start.
+void release_siblings(Sequence& s) {
+  if (s.leads && s.prompt_ready) *s.prompt_ready = true;
+}
+}  // namespace
+
 std::vector<Sequence*> Scheduler::all() const {
   std::vector<Sequence*> v;
   for (const auto& s : running_) v.push_back(s.get());
@@ -62,8 +79,16 @@ void Scheduler::admit() {
   if (unfittable_) return;  // the engine finishes it first
   int pending = pending_blocks();
   bool opened = false;  // static: the batch being formed in this call
+  // Siblings waiting for their leader's prompt step aside (to the back) for the others.
+  size_t n_deferred = 0;
   while (!waiting_.empty() && n_running() < opts_.max_seqs) {
     Sequence& s = *waiting_.front();
+    if (s.prompt_ready && !s.leads && !*s.prompt_ready && s.n_preemptions == 0) {
+      if (++n_deferred > waiting_.size()) break;  // only blocked siblings are left
+      waiting_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+      continue;
+    }
     if (!opened && !may_admit(s)) break;
     opened = opts_.kind == SchedulerKind::kStatic && s.n_preemptions == 0;
     if (s.swapped) {
@@ -174,6 +199,7 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
 void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
   for (const auto& c : plan) {
     c.seq->n_computed = c.pos0 + c.n_tokens;
+    if (c.seq->n_computed >= c.seq->n_prompt) release_siblings(*c.seq);
     // Registers every block this chunk filled with the prefix cache.
     kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
     // Window: release what no later query sees; H2O: evict down to keep. A failure (no block
@@ -183,6 +209,7 @@ void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
 }
 
 void Scheduler::finish(Sequence* seq) {
+  release_siblings(*seq);  // a leader cancelled early must not hold its siblings back
   kv_.free_sequence(seq->id);
   if (seq->swapped) {
     swap_used_ -= seq->swapped->bytes();

@@ -34,6 +34,11 @@ struct Sequence {
   int n_preemptions = 0;
   int n_cached = 0;  // prompt tokens served from the prefix cache at first admission
   std::optional<SwappedKv> swapped;  // swap preemption: its K/V while it waits
+  // n > 1 samples of one prompt: the first computes the prompt; the others wait until its full
+  // blocks are in the prefix cache (*prompt_ready), then start from them, sharing the blocks
+  // (copy-on-write) and computing only the last partial block. Null for a lone sequence.
+  std::shared_ptr<bool> prompt_ready;
+  bool leads = false;  // this one computes the prompt and sets *prompt_ready
   Sampler sampler;
   // Output text state (engine loop).
   std::string text;   // generated text so far (cut at a stop string)
@@ -79,6 +84,9 @@ class Scheduler {
 
   // Queues a sequence (FIFO).
   void add(std::unique_ptr<Sequence> seq);
+  // As add() for the n samples of one prompt: the first leads, the rest share its prompt blocks
+  // (when the prefix cache is on; otherwise each computes its own).
+  void add_siblings(std::vector<std::unique_ptr<Sequence>> seqs);
   // Plans the next step and reserves its blocks. Empty when nothing can run now.
   std::vector<ScheduledChunk> schedule();
   // Marks the planned tokens as computed (after the forward pass).

@@ -238,6 +238,42 @@ const Model* slow_model() {
   return test::load_model_once(test::synth_model_path("stories15m", DType::kQ8_0));
 }
 
+// n > 1 samples of one prompt: the first computes the prompt, the others start from its cached
+// blocks (shared, copy-on-write) and compute only the last partial block; outputs equal lone runs.
+TEST(SchedulerEngine, SamplesOfOnePromptShareItsBlocks) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  EngineLoopOptions o;
+  o.engine.n_ctx = 256;
+  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
+  o.engine.n_threads = 2;
+  auto loop = EngineLoop::create(*m, o);
+  ASSERT_TRUE(loop.is_ok());
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 70; ++i) prompt.push_back(3 + (i * 13) % 400);
+  auto req = std::make_shared<Request>();
+  for (int i = 0; i < 4; ++i) {
+    SeqSpec s;
+    s.prompt = prompt;
+    s.max_tokens = 10;
+    s.sampling.temperature = 0.8f;
+    s.sampling.seed = 40 + i;
+    s.index = i;
+    req->seqs.push_back(s);
+  }
+  ASSERT_TRUE((*loop)->submit(req).is_ok());
+  auto got = collect(*req);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[i].tokens, reference(*m, prompt, 10, req->seqs[i].sampling)) << i;
+  }
+  // Three siblings each found the leader's 4 full blocks (64 of 70 tokens) in the cache.
+  for (int i = 0; i < 100 && (*loop)->stats().kv_blocks_used.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ((*loop)->stats().prefix_cache_hits_total.load(), 3 * 64);
+  EXPECT_EQ((*loop)->stats().kv_blocks_used.load(), 0);
+}
+
 TEST(SchedulerEngine, CancellationFreesBlocks) {
   const Model* m = slow_model();
   ASSERT_NE(m, nullptr);
