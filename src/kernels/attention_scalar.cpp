@@ -23,7 +23,8 @@ void scores(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header
         for (int e = 0; e < hd; ++e) {
           int byte, shift;
           q4_nibble(e, hd, &byte, &shift);
-          acc += qh[e] * load_f16(k_header + 2 * e) * static_cast<float>((row[byte] >> shift) & 0xf);
+          acc +=
+              qh[e] * load_f16(k_header + 2 * e) * static_cast<float>((row[byte] >> shift) & 0xf);
           c0 += qh[e] * load_f16(k_header + 2 * (hd + e));
         }
         acc += c0;
@@ -47,7 +48,8 @@ void accum(const float* p, int p_stride, int n_gqa, const uint8_t* v, KvType typ
   for (int t = 0; t < n; ++t) {
     const uint8_t* row = v + static_cast<size_t>(t) * stride;
     for (int h = 0; h < n_gqa; ++h) {
-      for (int e = 0; e < hd; ++e) out[h * hd + e] += p[h * p_stride + t] * kv_decode(type, row, hd, e);
+      for (int e = 0; e < hd; ++e)
+        out[h * hd + e] += p[h * p_stride + t] * kv_decode(type, row, hd, e);
     }
   }
 }

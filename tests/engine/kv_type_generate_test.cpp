@@ -86,14 +86,10 @@ std::vector<std::vector<float>> forced_logits(const Model& m, KvType k, KvType v
 }
 
 // q8 KV against f32 KV on real weights, the run.c reference prompt and its 256 positions.
-// Free-running greedy text is chaotic on this 260K-parameter model: at generated token 114 the
-// f32 top-2 logits are 0.118 apart (1%), and any lossy KV (q8; also f32 values rounded to 10
-// bits, measured) can flip such a near tie, after which the texts differ. So the test pins:
-//  - greedy q8 (K and V, K only, V only) equals f32 for the first 100 generated tokens,
-//  - teacher-forced on the f32 reference continuation, q8 picks the f32 argmax at every one of
-//    the 252 positions whose f32 top-2 gap is > 0.25 logits and at >= 98% of all positions
-//    (249 of 252 measured: head_dim 8 rows make int8 K coarse),
-//  - f32 reproduces run.c's reference text byte for byte.
+// head_dim 8 rows make per-token int8 K coarse (before the runner's K smoothing the text
+// flipped at generated token 114, where the f32 top-2 logits are 0.118 apart), so besides the
+// whole greedy text the test pins a teacher-forced check: q8 picks the f32 argmax at every
+// position whose f32 top-2 gap is > 0.25 logits and at >= 99% of all positions.
 TEST(KvTypeGenerate, Q8GreedyEqualsF32OnStories260KReference) {
   const std::string dir = test::shared_model_path("stories260K");
   const std::string path = dir + "/stories260K.gguf";
@@ -108,13 +104,10 @@ TEST(KvTypeGenerate, Q8GreedyEqualsF32OnStories260KReference) {
   ref << in.rdbuf();
   ASSERT_EQ(m->tokenizer->decode(prompt) + m->tokenizer->decode(f32, prompt.back()) + "\n",
             ref.str());
-  const std::vector<int32_t> head(f32.begin(), f32.begin() + 100);
   for (auto [k, v] : {std::pair{KvType::kQ8, KvType::kQ8}, std::pair{KvType::kQ8, KvType::kF32},
                       std::pair{KvType::kF32, KvType::kQ8}}) {
     SCOPED_TRACE(std::string("K ") + kv_type_name(k) + " V " + kv_type_name(v));
-    const std::vector<int32_t> q = greedy_reference_run(*m, k, v, prompt);
-    ASSERT_GE(q.size(), head.size());
-    EXPECT_EQ(std::vector<int32_t>(q.begin(), q.begin() + 100), head);
+    EXPECT_EQ(greedy_reference_run(*m, k, v, prompt), f32);
   }
   std::vector<int32_t> all = prompt;
   all.insert(all.end(), f32.begin(), f32.end());
@@ -132,7 +125,7 @@ TEST(KvTypeGenerate, Q8GreedyEqualsF32OnStories260KReference) {
     agree += same;
     if (s[0] - s[1] > 0.25f) EXPECT_TRUE(same) << "position " << p << " gap " << s[0] - s[1];
   }
-  EXPECT_GE(agree, 0.98 * n) << agree << " of " << n;  // measured: 249 of 252
+  EXPECT_GE(agree, 0.99 * n) << agree << " of " << n;
 }
 
 struct TypePair {
