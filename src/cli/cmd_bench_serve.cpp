@@ -31,7 +31,7 @@ struct BenchServeFlags {
   int n_threads = 0;
   std::string kv_type = "f16";
   std::string preemption = "recompute";  // recompute, swap or both: compared in one run
-  int kv_blocks = 0;                      // > 0: a cache this small (forces preemption)
+  int kv_blocks = 0;                     // > 0: a cache this small (forces preemption)
   bool json = false;
 };
 
@@ -154,7 +154,8 @@ int run_bench_serve(const BenchServeFlags& f) {
                          "--requests-per-client >= 1"));
   }
   auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type) return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  if (!kv_type)
+    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
   auto path = bench_model_path(f);
   if (!path) return report(path.status());
   LoadOptions lo;
@@ -170,9 +171,11 @@ int run_bench_serve(const BenchServeFlags& f) {
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
               f.requests_per_client);
   std::vector<PreemptionMode> modes;
-  if (f.preemption.find("recompute") != std::string::npos) modes.push_back(PreemptionMode::kRecompute);
+  if (f.preemption.find("recompute") != std::string::npos)
+    modes.push_back(PreemptionMode::kRecompute);
   if (f.preemption.find("swap") != std::string::npos) modes.push_back(PreemptionMode::kSwap);
-  if (modes.empty()) return report(invalid_argument("--preemption must list recompute and/or swap"));
+  if (modes.empty())
+    return report(invalid_argument("--preemption must list recompute and/or swap"));
   std::printf("%-11s %-9s %7s %9s %11s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
               "clients", "tokens", "tokens/s", "ttft p50", "ttft p99", "itl p50", "itl p99",
               "preempt", "swapped");
@@ -185,8 +188,8 @@ int run_bench_serve(const BenchServeFlags& f) {
         rows.push_back(*r);
         std::printf("%-11s %-9s %7d %9lld %11.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
                     r->scheduler.c_str(), r->preemption.c_str(), c,
-                    static_cast<long long>(r->tokens), r->tps, r->ttft_p50, r->ttft_p99,
-                    r->itl_p50, r->itl_p99, static_cast<long long>(r->preemptions),
+                    static_cast<long long>(r->tokens), r->tps, r->ttft_p50, r->ttft_p99, r->itl_p50,
+                    r->itl_p99, static_cast<long long>(r->preemptions),
                     static_cast<long long>(r->swapped));
         std::fflush(stdout);
       }

@@ -114,9 +114,9 @@ int run(const GenerateFlags& f) {
     return report(res.status());
   }
   const KvLayout& kv = (*gen)->kv().layout();
-  const std::string kv_types = kv.k_type == kv.v_type
-                                   ? kv_type_name(kv.k_type)
-                                   : std::string(kv_type_name(kv.k_type)) + "/" + kv_type_name(kv.v_type);
+  const std::string kv_types =
+      kv.k_type == kv.v_type ? kv_type_name(kv.k_type)
+                             : std::string(kv_type_name(kv.k_type)) + "/" + kv_type_name(kv.v_type);
   const double decode_tps = res->decode_ms > 0 ? res->n_decode_steps * 1000.0 / res->decode_ms : 0;
   if (f.json) {
     nlohmann::json j;

@@ -18,8 +18,16 @@ struct KvSizeFlags {
   std::string kv_type = "f16";
   std::string kv_type_k, kv_type_v;  // override kv_type for K / V
   std::string memory;
+  EngineFlags policy;  // only the bounded-KV flags (--swa, --kv-sink/--kv-window, --kv-evict h2o)
   bool json = false;
 };
+
+// Tokens a request holds at most under a bounded policy (steady state), else ctx.
+int64_t tokens_held(const KvPolicy& p, int64_t ctx) {
+  if (const auto* w = std::get_if<WindowKv>(&p)) return std::min<int64_t>(ctx, w->sink + w->window);
+  if (const auto* h = std::get_if<HeavyHitterKv>(&p)) return std::min<int64_t>(ctx, h->keep);
+  return ctx;
+}
 
 int run(const KvSizeFlags& f) {
   KvPlanInput in;
@@ -36,15 +44,18 @@ int run(const KvSizeFlags& f) {
     source = f.model_path;
   } else {
     if (f.layers <= 0 || f.kv_heads <= 0 || f.head_dim <= 0) {
-      return report(invalid_argument("give -m MODEL, or all of --layers, --kv-heads and --head-dim (> 0)"));
+      return report(
+          invalid_argument("give -m MODEL, or all of --layers, --kv-heads and --head-dim (> 0)"));
     }
     in.n_layer = f.layers;
     in.n_head_kv = f.kv_heads;
     in.head_dim = f.head_dim;
     source = "--layers/--kv-heads/--head-dim";
   }
-  if (f.ctx <= 0 || f.batch <= 0) return report(invalid_argument("--ctx and --batch must be positive"));
-  if (f.block_size < 1 || f.block_size > 256) return report(invalid_argument("--block-size must be in [1, 256]"));
+  if (f.ctx <= 0 || f.batch <= 0)
+    return report(invalid_argument("--ctx and --batch must be positive"));
+  if (f.block_size < 1 || f.block_size > 256)
+    return report(invalid_argument("--block-size must be in [1, 256]"));
   const std::string k_name = f.kv_type_k.empty() ? f.kv_type : f.kv_type_k;
   const std::string v_name = f.kv_type_v.empty() ? f.kv_type : f.kv_type_v;
   for (const std::string* n : {&k_name, &v_name}) {
@@ -54,7 +65,9 @@ int run(const KvSizeFlags& f) {
   }
   in.kv_type_k = *kv_type_from_name(k_name);
   in.kv_type_v = *kv_type_from_name(v_name);
-  in.ctx = f.ctx;
+  auto policy = kv_policy_from_flags(f.policy);
+  if (!policy) return report(policy.status());
+  in.ctx = tokens_held(*policy, f.ctx);
   in.batch = f.batch;
   in.block_size = f.block_size;
   if (Status st = check_kv_plan(in); !st.is_ok()) return report(st);
@@ -65,16 +78,22 @@ int run(const KvSizeFlags& f) {
   }
   const KvPlan p = plan_kv(in);
   if (f.json) {
-    nlohmann::json j = {{"layers", in.n_layer},          {"kv_heads", in.n_head_kv},
-                        {"head_dim", in.head_dim},       {"kv_type_k", kv_type_name(in.kv_type_k)},
+    nlohmann::json j = {{"layers", in.n_layer},
+                        {"kv_heads", in.n_head_kv},
+                        {"head_dim", in.head_dim},
+                        {"kv_type_k", kv_type_name(in.kv_type_k)},
                         {"kv_type_v", kv_type_name(in.kv_type_v)},
                         {"bytes_per_token_k", p.bytes_per_token_k},
                         {"bytes_per_token_v", p.bytes_per_token_v},
-                        {"ctx", in.ctx},                 {"batch", in.batch},
-                        {"block_size", in.block_size},   {"bytes_per_token", p.bytes_per_token},
+                        {"ctx", in.ctx},
+                        {"batch", in.batch},
+                        {"block_size", in.block_size},
+                        {"bytes_per_token", p.bytes_per_token},
                         {"bytes_per_request", p.bytes_per_request},
                         {"bytes_per_request_paged", p.bytes_per_request_paged},
-                        {"bytes_total", p.bytes_total}};
+                        {"bytes_total", p.bytes_total},
+                        {"policy", kv_policy_name(*policy)},
+                        {"ctx_requested", f.ctx}};
     if (in.memory > 0) {
       j["memory"] = in.memory;
       j["weight_bytes"] = in.weight_bytes;
@@ -90,9 +109,14 @@ int run(const KvSizeFlags& f) {
   std::printf("per token      %s (%.6g bytes: K %.6g, V %.6g, scales and q4 headers included)\n",
               format_bytes(p.bytes_per_token).c_str(), p.bytes_per_token, p.bytes_per_token_k,
               p.bytes_per_token_v);
-  std::printf("per request    %s for %lld tokens (%s in blocks of %d)\n",
+  std::printf("per request    %s for %lld tokens (%s in blocks of %d)",
               format_bytes(p.bytes_per_request).c_str(), static_cast<long long>(in.ctx),
               format_bytes(p.bytes_per_request_paged).c_str(), in.block_size);
+  if (kv_policy_bounded(*policy)) {
+    std::printf(", at most %lld of %lld tokens held (%s)", static_cast<long long>(in.ctx),
+                static_cast<long long>(f.ctx), kv_policy_name(*policy).c_str());
+  }
+  std::printf("\n");
   std::printf("total          %s for %lld requests\n", format_bytes(p.bytes_total).c_str(),
               static_cast<long long>(in.batch));
   if (in.memory > 0) {
@@ -103,7 +127,7 @@ int run(const KvSizeFlags& f) {
                   format_bytes(std::max(0.0, p.memory_for_kv)).c_str());
     }
     std::printf("fits           %lld requests of %lld tokens in %s\n",
-                static_cast<long long>(p.requests_fit), static_cast<long long>(in.ctx),
+                static_cast<long long>(p.requests_fit), static_cast<long long>(f.ctx),
                 format_bytes(static_cast<double>(in.memory)).c_str());
   }
   return 0;
@@ -125,7 +149,13 @@ void register_kv_size(CLI::App& app, int* rc) {
       ->capture_default_str();
   sub->add_option("--kv-type-k", f->kv_type_k, "K type (default: --kv-type)");
   sub->add_option("--kv-type-v", f->kv_type_v, "V type (default: --kv-type)");
-  sub->add_option("--memory", f->memory, "memory available, e.g. 24GiB (weights subtracted with -m)");
+  sub->add_option("--memory", f->memory,
+                  "memory available, e.g. 24GiB (weights subtracted with -m)");
+  sub->add_option("--swa", f->policy.swa, "sliding window: a request holds at most W tokens");
+  sub->add_option("--kv-sink", f->policy.kv_sink, "attention sinks kept (with --kv-window)");
+  sub->add_option("--kv-window", f->policy.kv_window, "recent tokens kept (with --kv-sink)");
+  sub->add_option("--kv-evict", f->policy.kv_evict, "none or h2o")->capture_default_str();
+  sub->add_option("--kv-keep", f->policy.kv_keep, "h2o: tokens kept per request");
   sub->add_flag("--json", f->json, "print JSON");
   sub->callback([f, rc] { *rc = run(*f); });
 }

@@ -37,13 +37,17 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
       ->capture_default_str();
   app.add_option("--kv-type-k", f.kv_type_k, "K element type (default: --kv-type)");
   app.add_option("--kv-type-v", f.kv_type_v, "V element type (default: --kv-type)");
-  app.add_option("--swa", f.swa, "sliding-window attention over the last W tokens (frees the rest)");
-  app.add_option("--kv-sink", f.kv_sink, "attention sinks: always keep the first S tokens (with --kv-window)");
-  app.add_option("--kv-window", f.kv_window, "with --kv-sink: keep the last W tokens (StreamingLLM)");
+  app.add_option("--swa", f.swa,
+                 "sliding-window attention over the last W tokens (frees the rest)");
+  app.add_option("--kv-sink", f.kv_sink,
+                 "attention sinks: always keep the first S tokens (with --kv-window)");
+  app.add_option("--kv-window", f.kv_window,
+                 "with --kv-sink: keep the last W tokens (StreamingLLM)");
   app.add_option("--kv-evict", f.kv_evict, "token eviction: none or h2o (heavy hitters)")
       ->capture_default_str();
   app.add_option("--kv-keep", f.kv_keep, "h2o: tokens kept per sequence");
-  app.add_option("--kv-recent", f.kv_recent, "h2o: of --kv-keep, newest tokens always kept (default keep/4)");
+  app.add_option("--kv-recent", f.kv_recent,
+                 "h2o: of --kv-keep, newest tokens always kept (default keep/4)");
   app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
   app.add_option("-t,--threads", f.n_threads, "threads (default: one per core)");
 }
@@ -91,8 +95,8 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   auto parse_kv = [](const char* flag, const std::string& name) -> Result<KvType> {
     auto t = kv_type_from_name(name);
     if (!t) {
-      return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() +
-                              ", got '" + name + "'");
+      return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() + ", got '" +
+                              name + "'");
     }
     return *t;
   };

@@ -24,7 +24,7 @@ struct EngineFlags {
   int block_size = 16;
   std::string kv_budget;  // "512MiB"
   int kv_blocks = 0;
-  std::string kv_type = "f16";  // both K and V
+  std::string kv_type = "f16";       // both K and V
   std::string kv_type_k, kv_type_v;  // override kv_type for K or V when set
   // Bounded KV (kv/kv_policy.h): --swa W, or --kv-sink S --kv-window W, or
   // --kv-evict h2o --kv-keep R [--kv-recent N].
@@ -74,7 +74,7 @@ void register_inspect(CLI::App& app, int* rc);
 void register_bench(CLI::App& app, int* rc);
 void register_bench_prefix(CLI::App* bench, int* rc);  // `kvserve bench prefix`
 void register_serve(CLI::App& app, int* rc);
-void register_bench_serve(CLI::App* bench, int* rc);  // `kvserve bench serve`
+void register_bench_serve(CLI::App* bench, int* rc);       // `kvserve bench serve`
 void register_bench_kv_quality(CLI::App* bench, int* rc);  // `kvserve bench kv-quality`
 
 }  // namespace kvserve::cli

@@ -13,9 +13,9 @@ struct BatchSeq {
   const BlockTable* table = nullptr;  // covers slots [0, slot0 + n_tokens)
   int pos0 = 0;                       // position of the chunk's first token (RoPE)
   int n_tokens = 0;
-  bool logits_all = false;            // logits for every token of the chunk, else the last only
-  int slot0 = 0;                      // its cache slot: == pos0 unless H2O has evicted tokens
-  float* attn_scores = nullptr;       // H2O: per-slot attention to accumulate into, or null
+  bool logits_all = false;       // logits for every token of the chunk, else the last only
+  int slot0 = 0;                 // its cache slot: == pos0 unless H2O has evicted tokens
+  float* attn_scores = nullptr;  // H2O: per-slot attention to accumulate into, or null
 };
 
 struct Batch {

@@ -167,8 +167,9 @@ Status EngineLoop::validate(const SeqSpec& spec) const {
   }
   // Constants copied at construction: the KV state itself belongs to the engine thread.
   // A bounded sequence (kv/kv_policy.h) never holds more than the policy's bound.
-  const int need = bounded_blocks_ > 0 ? std::min(bounded_blocks_, blocks_for_tokens(n + 1, block_size_))
-                                       : blocks_for_tokens(n + 1, block_size_);
+  const int need = bounded_blocks_ > 0
+                       ? std::min(bounded_blocks_, blocks_for_tokens(n + 1, block_size_))
+                       : blocks_for_tokens(n + 1, block_size_);
   if (need + watermark_blocks_ > n_blocks_total_) {
     return invalid_argument("the prompt has " + std::to_string(n) +
                             " tokens, more than the KV cache can hold");

@@ -107,7 +107,7 @@ class EngineLoop {
   ThreadPool pool_;
   std::unique_ptr<KvCacheManager> kv_;
   ModelRunner runner_;
-  Scheduler scheduler_;                                       // engine thread only
+  Scheduler scheduler_;                    // engine thread only
   const int block_size_, n_blocks_total_;  // for validate() on any thread
   const int bounded_blocks_;  // most blocks one sequence holds under a bounded policy, else 0
   const int watermark_blocks_;

@@ -86,8 +86,8 @@ Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const 
   std::unique_ptr<PrefixCache> prefix;
   const std::string fp_policy = kv_policy_bounded(o.kv_policy) ? kv_policy_name(o.kv_policy) : "";
   if (opts.prefix_cache) {
-    prefix =
-        std::make_unique<HashPrefixCache>(o.hash, model_fingerprint(model, layout, o.hash, fp_policy));
+    prefix = std::make_unique<HashPrefixCache>(o.hash,
+                                               model_fingerprint(model, layout, o.hash, fp_policy));
   } else {
     prefix = std::make_unique<NoPrefixCache>();
   }

@@ -47,7 +47,8 @@ Result<KSmoothing> calibrate_k_smoothing(const Model& model, bool with_offset, i
   if (model.tokenizer) tokens = model.tokenizer->encode(kCalibrationText, true);
   if (tokens.size() < 16) {  // no tokenizer: a fixed spread of ids
     tokens.clear();
-    for (int i = 0; i < 128; ++i) tokens.push_back(static_cast<int32_t>((i * 7919 + 13) % c.n_vocab));
+    for (int i = 0; i < 128; ++i)
+      tokens.push_back(static_cast<int32_t>((i * 7919 + 13) % c.n_vocab));
   }
   const int n = std::min({static_cast<int>(tokens.size()), max_tokens, std::max(2, c.n_ctx_train)});
   tokens.resize(n);
@@ -87,7 +88,8 @@ Result<KSmoothing> calibrate_k_smoothing(const Model& model, bool with_offset, i
     for (int i = 0; i < kv_dim; ++i) {
       const double mean = sum[l][i] / n;
       m[i] = with_offset ? static_cast<float>(mean) : 0.0f;
-      var[i] = static_cast<float>(std::max(0.0, sq[l][i] / n - 2 * mean * m[i] + double(m[i]) * m[i]));
+      var[i] =
+          static_cast<float>(std::max(0.0, sq[l][i] / n - 2 * mean * m[i] + double(m[i]) * m[i]));
     }
     // s from the RMS of k - m, equal within each rotation pair, normalised to mean 1.
     std::vector<float> s(kv_dim);
@@ -105,7 +107,8 @@ Result<KSmoothing> calibrate_k_smoothing(const Model& model, bool with_offset, i
     }
     const double mean_s = total / kv_dim;
     for (float& x : s) {
-      x = mean_s > 0 && x > 1e-6 * mean_s && std::isfinite(x) ? static_cast<float>(x / mean_s) : 1.0f;
+      x = mean_s > 0 && x > 1e-6 * mean_s && std::isfinite(x) ? static_cast<float>(x / mean_s)
+                                                              : 1.0f;
     }
     std::vector<float> div(kv_dim), mul(static_cast<size_t>(c.q_dim()));
     for (int i = 0; i < kv_dim; ++i) div[i] = 1.0f / s[i];

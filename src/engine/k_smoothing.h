@@ -6,10 +6,11 @@
 // The second term is the same for every key a query sees, so softmax, and therefore attention,
 // is unchanged, while the stored rows are centred and have even channels (SmoothAttention, as in
 // QServe, plus the offset); a Hadamard rotation of both (QuaRot) then spreads what outliers
-// remain. On stories260K (head_dim 8) this takes q8's mean KL from 1.9e-3 to 3.5e-4. m and s are per layer and kv channel, measured once at start-up on a
-// fixed calibration text through an f32 cache (deterministic, so prefix-cache keys stay valid);
-// s is equal within each RoPE pair, so it commutes with the rotation. With attention sinks the
-// sink keys are scored with a differently rotated query, whose q . m differs, so m is zero there.
+// remain. On stories260K (head_dim 8) this takes q8's mean KL from 1.9e-3 to 3.5e-4. m and s are
+// per layer and kv channel, measured once at start-up on a fixed calibration text through an f32
+// cache (deterministic, so prefix-cache keys stay valid); s is equal within each RoPE pair, so it
+// commutes with the rotation. With attention sinks the sink keys are scored with a differently
+// rotated query, whose q . m differs, so m is zero there.
 #pragma once
 
 #include <vector>
@@ -29,7 +30,9 @@ struct KSmoothing {
 // H the Sylvester-Hadamard matrix. Orthonormal, so (Hq).(Hk) = q.k; it spreads a key's
 // remaining outliers over all its channels before per-token quantization (as in QuaRot).
 void hadamard_rows(float* x, int n, int hd);
-inline bool hadamard_ok(int hd) { return hd >= 2 && (hd & (hd - 1)) == 0; }
+inline bool hadamard_ok(int hd) {
+  return hd >= 2 && (hd & (hd - 1)) == 0;
+}
 
 // Runs the calibration text (at most max_tokens) through the model with f32 K/V and returns
 // the factors. with_offset = false: m = 0 (attention sinks).

@@ -7,8 +7,8 @@
 
 #include "core/thread_pool.h"
 #include "engine/batch.h"
-#include "kernels/rope.h"
 #include "engine/k_smoothing.h"
+#include "kernels/rope.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_storage.h"
 #include "model/model.h"
@@ -41,24 +41,24 @@ class ModelRunner {
   KvStorage& kv_;
   ThreadPool& pool_;
   kernels::Rope rope_;
-  WindowKv window_;                  // window 0: full attention
+  WindowKv window_;                         // window 0: full attention
   std::vector<float> sink_cos_, sink_sin_;  // [head_dim/2] rotation of queries seen by sinks
   // int8 K: offsets and channel factors (engine/k_smoothing.h); empty otherwise.
   KSmoothing k_smooth_;
   std::function<void(int, const float*, int)> k_observer_;
 
   // Activations, resized per batch; n = batch rows.
-  std::vector<int> pos_;             // [n]
+  std::vector<int> pos_;                    // [n]
   std::vector<float> rope_cos_, rope_sin_;  // [n][head_dim/2]
-  std::vector<float> x_;             // [n][n_embd] residual stream
-  std::vector<float> xn_;            // [n][n_embd] normed input of a block
-  std::vector<float> q_;             // [n][q_dim]
-  std::vector<float> q_sink_;        // [n][q_dim] queries as the sink keys see them (sinks on)
-  std::vector<float> k_, v_;         // [n][kv_dim]
-  std::vector<float> att_;           // [n][q_dim]
-  std::vector<float> proj_;          // [n][n_embd] block output before the residual add
-  std::vector<float> gate_, up_;     // [n][n_ff]
-  std::vector<float> out_rows_;      // [n_outputs][n_embd]
+  std::vector<float> x_;                    // [n][n_embd] residual stream
+  std::vector<float> xn_;                   // [n][n_embd] normed input of a block
+  std::vector<float> q_;                    // [n][q_dim]
+  std::vector<float> q_sink_;     // [n][q_dim] queries as the sink keys see them (sinks on)
+  std::vector<float> k_, v_;      // [n][kv_dim]
+  std::vector<float> att_;        // [n][q_dim]
+  std::vector<float> proj_;       // [n][n_embd] block output before the residual add
+  std::vector<float> gate_, up_;  // [n][n_ff]
+  std::vector<float> out_rows_;   // [n_outputs][n_embd]
 };
 
 }  // namespace kvserve

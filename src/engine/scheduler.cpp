@@ -60,8 +60,9 @@ int Scheduler::pending_blocks() const {
   for (const auto& s : running_) {
     // A bounded sequence needs blocks only for its next chunk; it frees behind itself.
     const int due = s->n_known() - s->n_computed;
-    n += bounded ? kv_.blocks_needed(s->id, kv_.table(s->id).n_tokens + std::min(due, chunk_limit()))
-                 : kv_.blocks_needed(s->id, s->n_known());
+    n += bounded
+             ? kv_.blocks_needed(s->id, kv_.table(s->id).n_tokens + std::min(due, chunk_limit()))
+             : kv_.blocks_needed(s->id, s->n_known());
   }
   return n;
 }
@@ -126,8 +127,9 @@ void Scheduler::admit() {
 void Scheduler::preempt(Sequence& seq) {
   bool swapped = false;
   if (opts_.preemption == PreemptionMode::kSwap && kv_.can_swap() &&
-      swap_used_ + static_cast<size_t>(kv_.table(seq.id).n_blocks()) *
-                       kv_.layout().bytes_per_block() <= opts_.swap_bytes) {
+      swap_used_ +
+              static_cast<size_t>(kv_.table(seq.id).n_blocks()) * kv_.layout().bytes_per_block() <=
+          opts_.swap_bytes) {
     auto out = kv_.swap_out(seq.id);
     if (out) {
       swap_used_ += out->bytes();

@@ -16,12 +16,12 @@ namespace {
 constexpr int kPartition = 256;
 
 struct Task {
-  int seq;           // index into seqs
-  int i;             // query index within the chunk
-  int g;             // kv head
-  int begin, end;    // slots [begin, end), within one partition
-  bool sink;         // scored with q_sink
-  bool first;        // the first task of its (seq, i, g)
+  int seq;         // index into seqs
+  int i;           // query index within the chunk
+  int g;           // kv head
+  int begin, end;  // slots [begin, end), within one partition
+  bool sink;       // scored with q_sink
+  bool first;      // the first task of its (seq, i, g)
 };
 
 // Per-task partial results: m (max score) and l (sum of exp) per query head, and the
@@ -163,7 +163,8 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
         for (size_t t = t0; t < t1; ++t) {
           const float w = std::exp(part.m[t * n_gqa + h] - mx) * inv;
           const float* e = &part.e[(t * n_gqa + h) * kPartition];
-          for (int j = 0; j < tasks[t].end - tasks[t].begin; ++j) s.scores[tasks[t].begin + j] += e[j] * w;
+          for (int j = 0; j < tasks[t].end - tasks[t].begin; ++j)
+            s.scores[tasks[t].begin + j] += e[j] * w;
         }
       }
     }

@@ -23,9 +23,9 @@ Status kv_policy_supported(const KvPolicy& policy, const KvLayout& layout) {
 
 }  // namespace
 
-Result<std::unique_ptr<KvCacheManager>> KvCacheManager::create(
-    const KvLayout& layout, int n_blocks, std::unique_ptr<PrefixCache> prefix,
-    const KvPolicy& policy) {
+Result<std::unique_ptr<KvCacheManager>> KvCacheManager::create(const KvLayout& layout, int n_blocks,
+                                                               std::unique_ptr<PrefixCache> prefix,
+                                                               const KvPolicy& policy) {
   KV_RETURN_IF_ERROR(validate_kv_policy(policy));
   KV_RETURN_IF_ERROR(kv_policy_supported(policy, layout));
   KV_ASSIGN_OR_RETURN(auto storage, KvStorage::create(layout, n_blocks));
@@ -78,16 +78,17 @@ Result<int> KvCacheManager::add_sequence_from_prefix(SeqId seq, std::span<const 
   if (tokens.empty()) return invalid_argument("no tokens to match");
   const int bs = block_size();
   const int max_blocks = (static_cast<int>(tokens.size()) - 1) / bs;
-  PrefixMatch m = prefix_->match(pool_, tokens, bs, max_blocks, salt,
-                                 std::get_if<WindowKv>(&policy_));
+  PrefixMatch m =
+      prefix_->match(pool_, tokens, bs, max_blocks, salt, std::get_if<WindowKv>(&policy_));
   // Plan: matched blocks at ref 0 leave the free queue, so they no longer count as allocatable.
   int n_matched_idle = 0;
   for (BlockId id : m.blocks) n_matched_idle += id != kNoBlock && pool_.ref_count(id) == 0;
   // A bounded policy reserves chunk by chunk (the engine calls reserve), so a long prompt never
   // holds all its blocks at once.
-  const int n_new = kv_policy_bounded(policy_) ? 0
-                                               : blocks_for_tokens(static_cast<int>(tokens.size()), bs) -
-                                                     static_cast<int>(m.blocks.size());
+  const int n_new = kv_policy_bounded(policy_)
+                        ? 0
+                        : blocks_for_tokens(static_cast<int>(tokens.size()), bs) -
+                              static_cast<int>(m.blocks.size());
   if (n_new > pool_.n_blocks_free() - n_matched_idle) {
     return out_of_memory("KV cache full: need " + std::to_string(n_new) + " blocks, " +
                          std::to_string(pool_.n_blocks_free() - n_matched_idle) + " of " +
@@ -184,13 +185,15 @@ void KvCacheManager::commit(SeqId seq, int n_pos) {
   KV_ASSERT(n_pos >= 0 && n_slots >= 0 && n_slots <= s.table.n_blocks() * block_size());
   if (std::holds_alternative<HeavyHitterKv>(policy_)) {
     s.slot_pos.resize(std::max(n_slots, 0));
-    for (int i = s.table.n_tokens; i < n_slots; ++i) s.slot_pos[i] = s.n_pos + (i - s.table.n_tokens);
+    for (int i = s.table.n_tokens; i < n_slots; ++i)
+      s.slot_pos[i] = s.n_pos + (i - s.table.n_tokens);
     // Slots rewound (a rejected commit range) keep no score.
     for (int i = n_slots; i < s.table.n_tokens; ++i) s.score[i] = 0.0f;
   }
   s.table.n_tokens = n_slots;
   s.n_pos = n_pos;
-  if (static_cast<int>(s.keys.size()) > n_slots / block_size()) s.keys.resize(n_slots / block_size());
+  if (static_cast<int>(s.keys.size()) > n_slots / block_size())
+    s.keys.resize(n_slots / block_size());
 }
 
 void KvCacheManager::commit(SeqId seq, std::span<const int32_t> tokens) {
@@ -218,7 +221,7 @@ void KvCacheManager::release_outside_window(SeqState& s, const WindowKv& w) {
   // Queries from position n_pos on see [0, sink) and [n_pos - window + 1, ...).
   const int bs = block_size();
   const int lo = s.n_pos - w.window + 1;
-  const int first_kept = std::max(0, lo) / bs;     // block of the window's first position
+  const int first_kept = std::max(0, lo) / bs;           // block of the window's first position
   const int first_free = blocks_for_tokens(w.sink, bs);  // blocks after the sinks
   for (int b = first_free; b < std::min(first_kept, s.table.n_blocks()); ++b) {
     BlockId& id = s.table.blocks[b];

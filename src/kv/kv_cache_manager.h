@@ -44,8 +44,8 @@ struct SwappedKv {
 
  private:
   friend class KvCacheManager;
-  std::vector<uint8_t> data;      // [live blocks][bytes_per_block]
-  std::vector<char> live;         // per logical block: 1 = in data, 0 = kNoBlock
+  std::vector<uint8_t> data;  // [live blocks][bytes_per_block]
+  std::vector<char> live;     // per logical block: 1 = in data, 0 = kNoBlock
   int n_tokens = 0, n_pos = 0;
   std::string salt;
   std::vector<BlockKey> keys;
@@ -56,16 +56,16 @@ struct SwappedKv {
 
 // Engine-wide prefix-cache counters and block occupancy.
 struct KvCacheStats {
-  int64_t n_prefix_queries = 0;  // add_sequence_from_prefix() calls
-  int64_t n_query_tokens = 0;    // tokens passed to those calls
-  int64_t n_hit_tokens = 0;      // of those, tokens served from cache
-  int64_t n_evictions = 0;       // cached blocks whose memory was reused
-  int64_t n_cow_copies = 0;      // blocks copied before a write (copy-on-write)
+  int64_t n_prefix_queries = 0;   // add_sequence_from_prefix() calls
+  int64_t n_query_tokens = 0;     // tokens passed to those calls
+  int64_t n_hit_tokens = 0;       // of those, tokens served from cache
+  int64_t n_evictions = 0;        // cached blocks whose memory was reused
+  int64_t n_cow_copies = 0;       // blocks copied before a write (copy-on-write)
   int64_t n_window_released = 0;  // blocks released for leaving the attention window
   int64_t n_h2o_evicted = 0;      // tokens evicted by H2O
-  int n_blocks_used = 0;         // ref_count > 0
-  int n_blocks_cached = 0;       // ref_count == 0 with a key: evictable
-  int n_blocks_empty = 0;        // ref_count == 0, no key
+  int n_blocks_used = 0;          // ref_count > 0
+  int n_blocks_cached = 0;        // ref_count == 0 with a key: evictable
+  int n_blocks_empty = 0;         // ref_count == 0, no key
   double hit_rate() const {
     return n_query_tokens > 0 ? static_cast<double>(n_hit_tokens) / n_query_tokens : 0.0;
   }
@@ -92,8 +92,9 @@ class KvCacheManager {
   // Registers seq with the longest cached prefix of `tokens` in namespace `salt` ("" = public),
   // at block granularity and never the whole of tokens: at most (tokens.size() - 1) / block_size
   // blocks, so the last token is always computed (for its logits). Then reserves blocks for all
-  // of tokens (not under a bounded policy: the engine reserves per chunk). Returns the number of cached tokens (table(seq).n_tokens). Transactional: on
-  // invalid_argument (id in use, empty tokens) or out_of_memory nothing changes.
+  // of tokens (not under a bounded policy: the engine reserves per chunk). Returns the number of
+  // cached tokens (table(seq).n_tokens). Transactional: on invalid_argument (id in use, empty
+  // tokens) or out_of_memory nothing changes.
   Result<int> add_sequence_from_prefix(SeqId seq, std::span<const int32_t> tokens,
                                        const std::string& salt = "");
   // Registers child as a copy of parent sharing every block (reference counts + 1). Writes to

@@ -34,7 +34,9 @@ Status validate_kv_policy(const KvPolicy& p);
 // "full", "window 256", "sink 4 + window 252", "h2o keep 256 (recent 64)".
 std::string kv_policy_name(const KvPolicy& p);
 // True when memory per sequence is bounded independently of its length.
-inline bool kv_policy_bounded(const KvPolicy& p) { return !std::holds_alternative<FullKv>(p); }
+inline bool kv_policy_bounded(const KvPolicy& p) {
+  return !std::holds_alternative<FullKv>(p);
+}
 // Under a bounded policy: the most blocks one sequence holds while computing a chunk of `chunk`
 // tokens (sinks + window + chunk, or keep + chunk, rounded out to blocks). 0 for FullKv.
 int kv_policy_max_blocks(const KvPolicy& p, int block_size, int chunk);

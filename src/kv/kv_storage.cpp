@@ -2,10 +2,10 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -30,8 +30,8 @@ Result<std::unique_ptr<KvStorage>> KvStorage::create(const KvLayout& layout, int
   KV_RETURN_IF_ERROR(layout.check());
   if (n_blocks < 1) return invalid_argument("the KV cache needs at least one block");
   const size_t bytes = layout.bytes_per_block() * static_cast<size_t>(n_blocks);
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
     return out_of_memory("cannot map " + format_bytes(static_cast<double>(bytes)) +
                          " for the KV cache: " + std::strerror(errno));
@@ -89,7 +89,8 @@ uint8_t* KvStorage::tile(int layer, int kv, BlockId block, int head) {
 
 uint16_t* KvStorage::stage_rows(int32_t stage, int layer, int head) {
   const size_t rows = static_cast<size_t>(layout_.block_size) * layout_.head_dim;
-  return stage_ + ((static_cast<size_t>(stage) * layout_.n_layer + layer) * layout_.n_head_kv + head) * rows;
+  return stage_ +
+         ((static_cast<size_t>(stage) * layout_.n_layer + layer) * layout_.n_head_kv + head) * rows;
 }
 
 int32_t KvStorage::acquire_stage(BlockId block) {
@@ -151,7 +152,8 @@ void KvStorage::write_token(int layer, BlockId block, int slot, const float* k, 
     state[layer] = kStaged;
     for (int h = 0; h < L.n_head_kv; ++h) {
       uint16_t* rows = stage_rows(st, layer, h);
-      for (int c = 0; c < hd; ++c) rows[static_cast<size_t>(slot) * hd + c] = fp32_to_fp16(k[h * hd + c]);
+      for (int c = 0; c < hd; ++c)
+        rows[static_cast<size_t>(slot) * hd + c] = fp32_to_fp16(k[h * hd + c]);
     }
     if (slot == L.block_size - 1) {
       for (int h = 0; h < L.n_head_kv; ++h) {
@@ -183,8 +185,8 @@ void KvStorage::copy_block(BlockId src, BlockId dst) {
   std::copy_n(kstate_.begin() + src * nl, nl, kstate_.begin() + dst * nl);
   if (stage_of_[src] < 0) return;
   const int32_t d = acquire_stage(dst);
-  const size_t slot_elems =
-      static_cast<size_t>(layout_.n_layer) * layout_.n_head_kv * layout_.block_size * layout_.head_dim;
+  const size_t slot_elems = static_cast<size_t>(layout_.n_layer) * layout_.n_head_kv *
+                            layout_.block_size * layout_.head_dim;
   std::memcpy(stage_rows(d, 0, 0), stage_rows(stage_of_[src], 0, 0), slot_elems * 2);
 }
 
@@ -208,8 +210,10 @@ void KvStorage::copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot)
   const size_t ks = L.k_row_stride(), vs = L.v_row_stride();
   for (int l = 0; l < L.n_layer; ++l) {
     for (int h = 0; h < L.n_head_kv; ++h) {
-      std::memcpy(k_tile(l, dst, h) + kh + dst_slot * ks, k_tile(l, src, h) + kh + src_slot * ks, ks);
-      std::memcpy(v_tile(l, dst, h) + vh + dst_slot * vs, v_tile(l, src, h) + vh + src_slot * vs, vs);
+      std::memcpy(k_tile(l, dst, h) + kh + dst_slot * ks, k_tile(l, src, h) + kh + src_slot * ks,
+                  ks);
+      std::memcpy(v_tile(l, dst, h) + vh + dst_slot * vs, v_tile(l, src, h) + vh + src_slot * vs,
+                  vs);
     }
   }
 }
@@ -243,16 +247,26 @@ Result<size_t> parse_byte_size(const std::string& text) {
   }
   std::string unit(end);
   double mul = 1;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "KiB" || unit == "K" || unit == "k") mul = 1024.0;
-  else if (unit == "MiB" || unit == "M") mul = 1024.0 * 1024;
-  else if (unit == "GiB" || unit == "G") mul = 1024.0 * 1024 * 1024;
-  else if (unit == "TiB" || unit == "T") mul = 1024.0 * 1024 * 1024 * 1024;
-  else if (unit == "KB" || unit == "kB") mul = 1e3;
-  else if (unit == "MB") mul = 1e6;
-  else if (unit == "GB") mul = 1e9;
-  else if (unit == "TB") mul = 1e12;
-  else return invalid_argument("unknown size unit '" + unit + "' in '" + text + "'");
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "KiB" || unit == "K" || unit == "k")
+    mul = 1024.0;
+  else if (unit == "MiB" || unit == "M")
+    mul = 1024.0 * 1024;
+  else if (unit == "GiB" || unit == "G")
+    mul = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB" || unit == "T")
+    mul = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "KB" || unit == "kB")
+    mul = 1e3;
+  else if (unit == "MB")
+    mul = 1e6;
+  else if (unit == "GB")
+    mul = 1e9;
+  else if (unit == "TB")
+    mul = 1e12;
+  else
+    return invalid_argument("unknown size unit '" + unit + "' in '" + text + "'");
   const double bytes = num * mul;
   if (bytes > 1e18) return invalid_argument("byte size too large: '" + text + "'");
   return static_cast<size_t>(bytes);

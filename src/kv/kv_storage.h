@@ -31,9 +31,7 @@ struct KvLayout {
   // K and V of one block, all layers and kv heads, scales and q4 headers included (exact).
   size_t bytes_per_block() const;
   // bytes_per_block() / block_size: exact, fractional when a q4 K header does not divide evenly.
-  double bytes_per_token() const {
-    return static_cast<double>(bytes_per_block()) / block_size;
-  }
+  double bytes_per_token() const { return static_cast<double>(bytes_per_block()) / block_size; }
   // One kv head of one block: header plus [block_size] rows.
   size_t k_tile_bytes() const { return kv_tile_bytes(k_type, KvRole::kK, head_dim, block_size); }
   size_t v_tile_bytes() const { return kv_tile_bytes(v_type, KvRole::kV, head_dim, block_size); }
@@ -118,7 +116,8 @@ class KvStorage {
 
   KvLayout layout_;
   int n_blocks_;
-  uint8_t* base_;  // [n_layer] x ([n_blocks][n_head_kv] K tiles, then [n_blocks][n_head_kv] V tiles)
+  uint8_t*
+      base_;  // [n_layer] x ([n_blocks][n_head_kv] K tiles, then [n_blocks][n_head_kv] V tiles)
   size_t bytes_;
   // q4 K staging: stage_ is [n_blocks][n_layer][n_head_kv][block_size][head_dim] f16 of reserved
   // address space, slots reused last-in-first-out so only the slots ever live at once get

@@ -40,8 +40,7 @@ class PrefixCache {
   // With a window, the prefix of n blocks only needs the blocks that a query at position
   // n * block_size can see (the sinks and the window); the others may be missing (kNoBlock).
   PrefixMatch match(const BlockPool& pool, std::span<const int32_t> tokens, int block_size,
-                    int max_blocks, std::string_view salt,
-                    const WindowKv* window = nullptr) const;
+                    int max_blocks, std::string_view salt, const WindowKv* window = nullptr) const;
 };
 
 class NoPrefixCache final : public PrefixCache {

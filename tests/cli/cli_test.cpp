@@ -39,20 +39,26 @@ std::string stories(const std::string& file) {
 TEST(Cli, GenerateJsonOnStories260K) {
   const std::string model = stories("stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(model);
-  Proc p = run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 12 --temp 0 --json", false);
+  Proc p =
+      run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 12 --temp 0 --json", false);
   ASSERT_EQ(p.rc, 0) << p.out;
   auto j = nlohmann::json::parse(p.out);
   EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 403, 407, 261, 378}));
   EXPECT_EQ(j["tokens"].size(), 12u);
   EXPECT_EQ(j["text"].get<std::string>().substr(0, 20), ", there was a little");
-  for (const char* k : {"prefill_ms", "decode_ms", "decode_tokens_per_s"}) EXPECT_TRUE(j["timings"].contains(k)) << k;
+  for (const char* k : {"prefill_ms", "decode_ms", "decode_tokens_per_s"})
+    EXPECT_TRUE(j["timings"].contains(k)) << k;
   EXPECT_EQ(j["kv"]["block_size"], 16);
-  EXPECT_EQ(j["kv"]["blocks_used_peak"], 1);  // 5 + 11 positions computed: the last token is never fed back
+  EXPECT_EQ(j["kv"]["blocks_used_peak"],
+            1);  // 5 + 11 positions computed: the last token is never fed back
   EXPECT_EQ(j["kv"]["bytes_per_token"], 640);  // 2 * 5 layers * 4 kv heads * 8 * f16
   EXPECT_GT(j["kv"]["blocks_total"].get<int>(), 2);
 
   // --no-kv-cache gives the same tokens; a different block size too.
-  Proc q = run_kvserve("generate -m " + model + " -p 'Once upon a time' -n 12 --temp 0 --json --no-kv-cache --block-size 1", false);
+  Proc q =
+      run_kvserve("generate -m " + model +
+                      " -p 'Once upon a time' -n 12 --temp 0 --json --no-kv-cache --block-size 1",
+                  false);
   ASSERT_EQ(q.rc, 0) << q.out;
   EXPECT_EQ(nlohmann::json::parse(q.out)["tokens"], j["tokens"]);
 }
@@ -71,7 +77,8 @@ TEST(Cli, GenerateTextReproducesRunCReference) {
 TEST(Cli, PromptTokensUsedExactlyAndSeedReproduces) {
   const std::string model = stories("stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(model);
-  const std::string args = "generate -m " + model + " --prompt-tokens 5,6,7 -n 10 --temp 1.0 --seed 11 --json";
+  const std::string args =
+      "generate -m " + model + " --prompt-tokens 5,6,7 -n 10 --temp 1.0 --seed 11 --json";
   Proc a = run_kvserve(args, false), b = run_kvserve(args, false);
   ASSERT_EQ(a.rc, 0) << a.out;
   auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
@@ -112,8 +119,10 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
       {"generate -m " + model + " -p hi --kv-budget 10", "smaller than one block"},
       {"generate -m " + model + " -p hi --kv-budget 1XB", "unknown size unit"},
       {"generate -m " + model + " -p hi --block-size 0", "block-size must be in [1, 256]"},
-      {"generate -m " + model + " -p 'one two three four five six' --ctx 4", "more than the context"},
-      {"generate -m " + model + " -p hi -n 40 --kv-blocks 1 --ignore-eos --temp 0", "KV cache full"},
+      {"generate -m " + model + " -p 'one two three four five six' --ctx 4",
+       "more than the context"},
+      {"generate -m " + model + " -p hi -n 40 --kv-blocks 1 --ignore-eos --temp 0",
+       "KV cache full"},
       {"generate -m " + model + " -p hi --temp -1", "temperature"},
       {"kv-size --layers 2", "--kv-heads"},
       {"synth --preset nope --dtype f16 -o /tmp/x.gguf", "nope"},
@@ -127,15 +136,42 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
 }
 
 TEST(Cli, KvSizeFormula) {
-  Proc p = run_kvserve("kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --batch 4 --memory 8GiB --json", false);
+  Proc p = run_kvserve(
+      "kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --batch 4 --memory 8GiB --json",
+      false);
   ASSERT_EQ(p.rc, 0) << p.out;
   auto j = nlohmann::json::parse(p.out);
   EXPECT_EQ(j["bytes_per_token"], 131072.0);
   EXPECT_EQ(j["bytes_per_request"], 131072.0 * 8192);
   EXPECT_EQ(j["bytes_total"], 4.0 * 131072 * 8192);
   EXPECT_EQ(j["requests_fit"], 8);
-  Proc t = run_kvserve("kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --memory 8GiB", false);
+  Proc t = run_kvserve("kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 8192 --memory 8GiB",
+                       false);
   EXPECT_NE(t.out.find("fits           8 requests of 8192 tokens"), std::string::npos) << t.out;
+}
+
+TEST(Cli, KvSizeWithBoundingPolicies) {
+  // Sinks + window: a 32k-token request holds 4096 tokens, so 8x as many fit.
+  Proc p = run_kvserve(
+      "kv-size --layers 32 --kv-heads 8 --head-dim 128 --ctx 32768 --kv-sink 4 --kv-window 4092 "
+      "--memory 8GiB --json",
+      false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  auto j = nlohmann::json::parse(p.out);
+  EXPECT_EQ(j["ctx"], 4096);
+  EXPECT_EQ(j["ctx_requested"], 32768);
+  EXPECT_EQ(j["bytes_per_request"], 131072.0 * 4096);
+  EXPECT_EQ(j["requests_fit"], 16);
+  EXPECT_EQ(j["policy"], "sink 4 + window 4092");
+  Proc h = run_kvserve(
+      "kv-size --layers 2 --kv-heads 1 --head-dim 64 --ctx 9000 --kv-evict h2o --kv-keep 1000 "
+      "--json",
+      false);
+  ASSERT_EQ(h.rc, 0) << h.out;
+  EXPECT_EQ(nlohmann::json::parse(h.out)["ctx"], 1000);
+  Proc bad = run_kvserve("kv-size --layers 2 --kv-heads 1 --head-dim 64 --kv-keep 10");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.out.find("--kv-evict h2o"), std::string::npos) << bad.out;
 }
 
 TEST(Cli, KvSizeAndInspectFromModelFile) {
@@ -157,7 +193,8 @@ TEST(Cli, KvSizeAndInspectFromModelFile) {
 TEST(Cli, SynthListsPresetsAndWritesLoadableModel) {
   Proc l = run_kvserve("synth --list", false);
   ASSERT_EQ(l.rc, 0);
-  for (const char* p : {"stories15m", "smollm-135m", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3-8b"})
+  for (const char* p :
+       {"stories15m", "smollm-135m", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-3-8b"})
     EXPECT_NE(l.out.find(p), std::string::npos) << p;
   test::TempDir dir;
   const std::string out = dir.file("q.gguf");
@@ -182,8 +219,9 @@ TEST(Cli, GeneratePrefixCacheFlagsAndCachedTokens) {
     ASSERT_EQ(p.rc, 0) << extra << p.out;
     EXPECT_EQ(nlohmann::json::parse(p.out)["tokens"], j["tokens"]) << extra;
   }
-  EXPECT_EQ(nlohmann::json::parse(run_kvserve(base + " --prefix-cache off", false).out)["prefix_cache"],
-            false);
+  EXPECT_EQ(
+      nlohmann::json::parse(run_kvserve(base + " --prefix-cache off", false).out)["prefix_cache"],
+      false);
   Proc bad = run_kvserve(base + " --prefix-cache maybe");
   EXPECT_EQ(bad.rc, 2);
   EXPECT_NE(bad.out.find("--prefix-cache must be on or off"), std::string::npos) << bad.out;

@@ -57,8 +57,8 @@ std::vector<Run> generate(const Model& m, const EngineOptions& eo,
     run.used_after = (*g)->kv().pool().n_blocks_used();
     run.stats = (*g)->kv().stats();
     const auto& L = (*g)->kv().layout();
-    run.max_blocks = kv_policy_max_blocks(eo.kv_policy, L.block_size,
-                                          kv_policy_chunk(eo.kv_policy, L.block_size, eo.prefill_chunk));
+    run.max_blocks = kv_policy_max_blocks(
+        eo.kv_policy, L.block_size, kv_policy_chunk(eo.kv_policy, L.block_size, eo.prefill_chunk));
     out.push_back(std::move(run));
   }
   return out;
@@ -70,8 +70,8 @@ TEST(KvPolicyGenerate, PoliciesCoveringTheSequenceChangeNothing) {
   const auto prompt = prompt_of(30, m->config.n_vocab);
   const auto full = generate(*m, options(FullKv{}), {prompt}, 40);
   ASSERT_EQ(full.size(), 1u);
-  for (const KvPolicy& p : {KvPolicy{WindowKv{200, 0}}, KvPolicy{WindowKv{100, 4}},
-                            KvPolicy{HeavyHitterKv{100, 10}}}) {
+  for (const KvPolicy& p :
+       {KvPolicy{WindowKv{200, 0}}, KvPolicy{WindowKv{100, 4}}, KvPolicy{HeavyHitterKv{100, 10}}}) {
     const auto r = generate(*m, options(p), {prompt}, 40);
     ASSERT_EQ(r.size(), 1u);
     EXPECT_EQ(r[0].res.tokens, full[0].res.tokens) << kv_policy_name(p);

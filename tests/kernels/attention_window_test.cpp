@@ -32,7 +32,7 @@ void reference(const std::vector<float>& q, const std::vector<float>& q_sink,
       std::vector<double> s(p + 1, -INFINITY);
       double mx = -INFINITY;
       for (int t = 0; t <= p; ++t) {
-        if (t < lo && t >= c.sink) continue;  // neither in the window nor a sink
+        if (t < lo && t >= c.sink) continue;      // neither in the window nor a sink
         const bool sink = t < lo && lo > c.sink;  // sinks across a gap: the cache is full
         const std::vector<float>& qq = sink ? q_sink : q;
         double d = 0;
@@ -48,7 +48,8 @@ void reference(const std::vector<float>& q, const std::vector<float>& q_sink,
       for (int t = 0; t <= p; ++t) probs[t] += s[t] / sum;
       for (int e = 0; e < hd; ++e) {
         double acc = 0;
-        for (int t = 0; t <= p; ++t) acc += s[t] / sum * v[(static_cast<size_t>(t) * c.n_kv + g) * hd + e];
+        for (int t = 0; t <= p; ++t)
+          acc += s[t] / sum * v[(static_cast<size_t>(t) * c.n_kv + g) * hd + e];
         out[(static_cast<size_t>(i) * c.n_head + h) * hd + e] = static_cast<float>(acc);
       }
     }
@@ -108,11 +109,11 @@ TEST_P(AttentionWindowed, MatchesReferenceAndAccumulatesProbabilities) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionWindowed,
-    ::testing::Values(WinCase{16, 4, 2, 16, 100, 20, 32, 0},    // sliding window
-                      WinCase{16, 4, 2, 16, 100, 20, 32, 4},    // sinks + window
-                      WinCase{4, 2, 1, 8, 700, 9, 300, 3},      // window across partitions
-                      WinCase{8, 4, 4, 32, 600, 5, 0, 0},       // full, scores only
-                      WinCase{16, 8, 2, 64, 64, 64, 16, 20},    // sinks overlapping the window
+    ::testing::Values(WinCase{16, 4, 2, 16, 100, 20, 32, 0},  // sliding window
+                      WinCase{16, 4, 2, 16, 100, 20, 32, 4},  // sinks + window
+                      WinCase{4, 2, 1, 8, 700, 9, 300, 3},    // window across partitions
+                      WinCase{8, 4, 4, 32, 600, 5, 0, 0},     // full, scores only
+                      WinCase{16, 8, 2, 64, 64, 64, 16, 20},  // sinks overlapping the window
                       WinCase{1, 2, 2, 16, 50, 50, 7, 1}));
 
 }  // namespace

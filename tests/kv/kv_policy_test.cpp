@@ -44,8 +44,8 @@ void write(KvCacheManager& kv, SeqId seq, int slot, int pos) {
 
 float k_at(const KvCacheManager& kv, SeqId seq, int layer, int slot) {
   const int bs = kv.block_size();
-  const auto* tile =
-      reinterpret_cast<const float*>(kv.storage().k_tile(layer, kv.table(seq).blocks[slot / bs], 0));
+  const auto* tile = reinterpret_cast<const float*>(
+      kv.storage().k_tile(layer, kv.table(seq).blocks[slot / bs], 0));
   return tile[(slot % bs) * 4];
 }
 
