@@ -2,6 +2,7 @@
 # Side-by-side with llama.cpp: the same GGUF files, the same thread count, in one run.
 # llama.cpp comes from the npm package node-llama-cpp (its source bundle, built once); it is never
 # part of kvserve or its tests. Usage:
+#   [KVSERVE_BIN=path/to/kvserve] [KVSERVE_PEER_DIR=dir] \
 #   bench/peer/compare.sh [-t THREADS] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [MODEL.gguf ...]
 # With no models it writes smollm-135m in f16 and q8_0 with `kvserve synth`.
 set -euo pipefail
@@ -13,7 +14,8 @@ while getopts "t:p:n:" o; do
 done
 shift $((OPTIND - 1))
 peer=${KVSERVE_PEER_DIR:-/tmp/kvserve-peer}
-kvserve=$repo/build/kvserve
+# KVSERVE_BIN: another kvserve build to compare (default: the release build, built if missing).
+kvserve=${KVSERVE_BIN:-$repo/build/kvserve}
 [ -x "$kvserve" ] || "$repo/scripts/build.sh" release >&2
 
 # llama.cpp's own benchmark, built from the source bundle node-llama-cpp ships (about 7 min on 2 cores).

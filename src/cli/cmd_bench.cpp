@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <random>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -44,7 +44,8 @@ struct Row {
   double bytes_per_token = 0;  // weights + KV read by one decode step (cached mode)
 };
 
-Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f, KvType kv_type) {
+Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f,
+                    KvType kv_type) {
   const int n_gen = cache ? f.n_gen : f.n_nocache_steps + 1;
   EngineOptions eo;
   eo.block_size = f.block_size;
@@ -78,7 +79,8 @@ int run_decode(const BenchDecodeFlags& f) {
   auto contexts = parse_positive_ints(f.contexts, "--contexts");
   if (!contexts) return report(contexts.status());
   auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type) return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  if (!kv_type)
+    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
   std::vector<std::string> paths;
   if (!f.model.model_path.empty()) {
     paths.push_back(f.model.model_path);
@@ -190,9 +192,12 @@ int run_kernels(const BenchKernelFlags& f) {
   const kernels::KernelTable* k = &kernels::active_kernels();
   if (!f.level.empty()) {
     CpuLevel lv = CpuLevel::kScalar;
-    if (f.level == "avx2") lv = CpuLevel::kAvx2;
-    else if (f.level == "avx512") lv = CpuLevel::kAvx512;
-    else if (f.level != "scalar") return report(invalid_argument("bad --level '" + f.level + "'"));
+    if (f.level == "avx2")
+      lv = CpuLevel::kAvx2;
+    else if (f.level == "avx512")
+      lv = CpuLevel::kAvx512;
+    else if (f.level != "scalar")
+      return report(invalid_argument("bad --level '" + f.level + "'"));
     k = kernels::kernel_table(lv);
     if (!k) return report(invalid_argument("--level " + f.level + " is not available here"));
   }
@@ -200,8 +205,8 @@ int run_kernels(const BenchKernelFlags& f) {
       f.n_threads > 0 ? f.n_threads : static_cast<int>(std::thread::hardware_concurrency());
   ThreadPool pool(threads);
   std::printf("level %s, %d threads\n", cpu_level_name(k->level), threads);
-  std::printf("%-6s %7s %6s %6s %11s %10s %9s %12s\n", "dtype", "rows", "cols", "tokens",
-              "us/call", "GMAC/s", "w GB/s", "cpu us/call");
+  std::printf("%-6s %7s %6s %6s %11s %10s %9s %12s\n", "dtype", "rows", "cols", "tokens", "us/call",
+              "GMAC/s", "w GB/s", "cpu us/call");
   nlohmann::json out = nlohmann::json::array();
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -211,7 +216,8 @@ int run_kernels(const BenchKernelFlags& f) {
     for (const auto& shape : split_list(f.shapes)) {
       const auto xpos = shape.find('x');
       if (xpos == std::string::npos) return report(invalid_argument("bad shape " + shape));
-      const int64_t rows = std::stoll(shape.substr(0, xpos)), cols = std::stoll(shape.substr(xpos + 1));
+      const int64_t rows = std::stoll(shape.substr(0, xpos)),
+                    cols = std::stoll(shape.substr(xpos + 1));
       const size_t rb = row_bytes(*dt, cols);
       std::vector<uint8_t> wdata(rb * rows);
       std::vector<float> src(static_cast<size_t>(cols));
@@ -252,8 +258,12 @@ int run_kernels(const BenchKernelFlags& f) {
                     static_cast<long long>(rows), static_cast<long long>(cols), nt, med * 1e6,
                     macs / med / 1e9, wdata.size() / med / 1e9, cpu / times.size() * 1e6);
         std::fflush(stdout);
-        out.push_back({{"dtype", dts}, {"rows", rows}, {"cols", cols}, {"tokens", nt},
-                       {"us_per_call", med * 1e6}, {"gmac_s", macs / med / 1e9},
+        out.push_back({{"dtype", dts},
+                       {"rows", rows},
+                       {"cols", cols},
+                       {"tokens", nt},
+                       {"us_per_call", med * 1e6},
+                       {"gmac_s", macs / med / 1e9},
                        {"weight_gb_s", wdata.size() / med / 1e9}});
       }
     }

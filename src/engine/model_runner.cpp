@@ -173,7 +173,7 @@ void ModelRunner::ffn_block(int l, int n) {
   rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps);
   kernels::matmul(w.w_gate, xn_.data(), n, gate_.data(), pool_);
   kernels::matmul(w.w_up, xn_.data(), n, up_.data(), pool_);
-  kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff);
+  kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff, pool_);
   kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool_);
   add_into(x_.data(), proj_.data(), proj_.size());
 }

@@ -141,12 +141,19 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = (s * x[i]) * w[i];
 }
 
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{CpuLevel::kScalar, matmul_f32,  matmul_f16,    matmul_bf16,
-                             matmul_q8_0,       matmul_q4_0, quantize_acts, false, 1,
-                             dot_f32,           axpy_f32,    sum_squares,   scale_mul};
+  static const KernelTable t{CpuLevel::kScalar, matmul_f32,    matmul_f16, matmul_bf16, matmul_q8_0,
+                             matmul_q4_0,       quantize_acts, false,      1,           dot_f32,
+                             axpy_f32,          sum_squares,   scale_mul,  swiglu};
   return t;
 }
 
@@ -311,10 +318,14 @@ void softmax(float* x, int64_t n) {
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  active_kernels().swiglu(gate, up, out, n);
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n, ThreadPool& pool) {
+  const auto fn = active_kernels().swiglu;
+  if (n < 32 * 1024) return fn(gate, up, out, n);
+  pool.parallel_for(n, 16 * 1024,
+                    [&](int64_t i0, int64_t i1) { fn(gate + i0, up + i0, out + i0, i1 - i0); });
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {

@@ -236,9 +236,20 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{CpuLevel::kAvx2, matmul_f32,  matmul_f16,         matmul_bf16,
-                             matmul_q8_0,     matmul_q4_0, quantize_acts_avx2, false, 1,
-                             dot_f32,         axpy_f32,    sum_squares,        scale_mul};
+  static const KernelTable t{CpuLevel::kAvx2,
+                             matmul_f32,
+                             matmul_f16,
+                             matmul_bf16,
+                             matmul_q8_0,
+                             matmul_q4_0,
+                             quantize_acts_avx2,
+                             false,
+                             1,
+                             dot_f32,
+                             axpy_f32,
+                             sum_squares,
+                             scale_mul,
+                             scalar::table().swiglu};
   return t;
 }
 

@@ -75,11 +75,11 @@ struct LoadBF16 {
 // offset is removed by starting the int32 sum at QuantActs::corr (exact). Each group is
 // transposed once per call and reused for every token.
 
-constexpr int kGroup = 16;                      // rows per panel group (one zmm of lanes)
-constexpr int kGroupsPerTile = 2;               // groups sharing one pass (register tile)
-constexpr int kPanelBlockBytes = 8 * 64 + 64;   // one block of one group
-constexpr int kTokTileInt = 6;                  // tokens per register tile
-constexpr int64_t kKcBlocks = 16;               // blocks per L1-resident slice when n_tok is large
+constexpr int kGroup = 16;                     // rows per panel group (one zmm of lanes)
+constexpr int kGroupsPerTile = 2;              // groups sharing one pass (register tile)
+constexpr int kPanelBlockBytes = 8 * 64 + 64;  // one block of one group
+constexpr int kTokTileInt = 6;                 // tokens per register tile
+constexpr int64_t kKcBlocks = 16;              // blocks per L1-resident slice when n_tok is large
 
 // Permutation indices of the 16 x 8 dword transpose (see transpose16x8).
 struct TransposeIdx {
@@ -272,8 +272,7 @@ void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
     const int64_t nr = min64(kGroup * kGroupsPerTile, r1 - r);
     const int groups = nr > kGroup ? 2 : 1;
     for (int g = 0; g < groups; ++g)
-      prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1,
-                    panel + g * gstride);
+      prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1, panel + g * gstride);
     for (int64_t b0 = 0; b0 < nb; b0 += kc) {
       const int64_t b1 = min64(nb, b0 + kc);
       for (int64_t t0 = 0; t0 < a.n_tok; t0 += kTokTileInt) {
@@ -311,7 +310,6 @@ inline void hsum4x4(const __m512* m, float* y, int64_t ldy) {
   _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(f, 3));
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // f32 / f16 / bf16 weights. Every output is
 //   acc = 0 (16 lanes); for each full 16-column chunk: acc = fma(w[c..c+16), x[c..c+16), acc);
@@ -320,10 +318,10 @@ inline void hsum4x4(const __m512* m, float* y, int64_t ldy) {
 // Tiles of NR rows x NT tokens share each loaded vector. With many tokens, f16 / bf16 rows are
 // first widened to an f32 panel once per chunk of rows, instead of once per token tile.
 
-constexpr int kPlainRows = 4;        // NR
-constexpr int kPlainToks = 4;        // NT
-constexpr int kPlainChunkRows = 32;  // rows widened together (panel), a multiple of NR
-constexpr int kPlainWidenMinTok = 5; // widen when there is more than one token tile
+constexpr int kPlainRows = 4;         // NR
+constexpr int kPlainToks = 4;         // NT
+constexpr int kPlainChunkRows = 32;   // rows widened together (panel), a multiple of NR
+constexpr int kPlainWidenMinTok = 5;  // widen when there is more than one token tile
 
 template <class L>
 struct RawF {
@@ -445,8 +443,7 @@ void drive_plain(const MatArgs& a, int64_t r0, int64_t r1) {
       float* p = panel + (r - rb) * ld;
       int64_t c = 0;
       for (; c + 16 <= a.cols; c += 16) _mm512_store_ps(p + c, L::load(w + c * L::kBytes));
-      if (c < a.cols)
-        _mm512_store_ps(p + c, L::load(w + c * L::kBytes, tail_mask16(a.cols - c)));
+      if (c < a.cols) _mm512_store_ps(p + c, L::load(w + c * L::kBytes, tail_mask16(a.cols - c)));
     }
     plain_tiles(a, rb, re, [&](int64_t r) { return PanelF{panel + (r - rb) * ld, ld}; });
   }
@@ -533,12 +530,51 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
   }
 }
 
+// e^x for x in [-88, 88] (clamped), Cephes' single-precision polynomial: about 1 ulp.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : tail_mask16(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
 }  // namespace
 
 const KernelTable& table() {
-  static const KernelTable t{CpuLevel::kAvx512, matmul_f32,  matmul_f16,         matmul_bf16,
-                             matmul_q8_0,       matmul_q4_0, quantize_acts_avx2, true, kGroup * kGroupsPerTile,
-                             dot_f32,           axpy_f32,    sum_squares,        scale_mul};
+  static const KernelTable t{CpuLevel::kAvx512,
+                             matmul_f32,
+                             matmul_f16,
+                             matmul_bf16,
+                             matmul_q8_0,
+                             matmul_q4_0,
+                             quantize_acts_avx2,
+                             true,
+                             kGroup * kGroupsPerTile,
+                             dot_f32,
+                             axpy_f32,
+                             sum_squares,
+                             scale_mul,
+                             swiglu};
   return t;
 }
 

@@ -65,6 +65,8 @@ struct KernelTable {
   float (*sum_squares)(const float* x, int64_t n);
   // out[i] = (s * x[i]) * w[i]
   void (*scale_mul)(const float* x, float s, const float* w, float* out, int64_t n);
+  // out[i] = silu(gate[i]) * up[i]; out may alias gate.
+  void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
 };
 
 // The table for a level, or nullptr where this CPU (or build) lacks it. kScalar always exists.

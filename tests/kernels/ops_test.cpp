@@ -225,6 +225,35 @@ TEST(Matmul, QuantLargeShapesMatchReference) {
   }
 }
 
+// The serving batch (2..64 rows) and prefill (hundreds) sizes of the tiled kernels: row counts
+// that are not multiples of the 16- / 32-row register tiles, odd block counts, several block
+// slices (cols > 512) and token counts that leave partial token tiles; against the reference
+// and, bitwise, against one token at a time.
+TEST(Matmul, TiledPathsServingAndPrefillSizes) {
+  uint32_t seed = 7000;
+  struct Shape {
+    int64_t rows, cols, n_tok;
+  };
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kF16, DType::kBF16, DType::kF32})
+    for (const Shape sh :
+         {Shape{47, 1056, 16}, Shape{33, 576, 64}, Shape{17, 96, 130}, Shape{100, 160, 7}}) {
+      const Weights w(t, sh.rows, sh.cols, seed++);
+      check_against_reference(w, sh.n_tok, seed++);
+      const auto x = random_floats(static_cast<size_t>(sh.n_tok * sh.cols), seed++, -3.0f, 3.0f);
+      for (const KernelTable* k : levels()) {
+        std::vector<float> full(static_cast<size_t>(sh.n_tok * sh.rows));
+        matmul_with(*k, w.view, x.data(), sh.n_tok, full.data(), pool(2));
+        for (int64_t t0 : {int64_t{0}, sh.n_tok / 2, sh.n_tok - 1}) {
+          std::vector<float> y(static_cast<size_t>(sh.rows));
+          matmul_with(*k, w.view, x.data() + t0 * sh.cols, 1, y.data(), pool(3));
+          ASSERT_EQ(std::memcmp(y.data(), full.data() + t0 * sh.rows, y.size() * 4), 0)
+              << dtype_name(t) << " " << cpu_level_name(k->level) << " rows " << sh.rows << " cols "
+              << sh.cols << " n_tok " << sh.n_tok << " t " << t0;
+        }
+      }
+    }
+}
+
 TEST(Matmul, PublicEntryUsesActiveLevel) {
   const Weights w(DType::kQ8_0, 9, 64, 77);
   const auto x = random_floats(3 * 64, 78);
@@ -332,6 +361,29 @@ TEST(Kernels, Swiglu) {
   std::vector<float> inplace(g);
   swiglu(inplace.data(), u.data(), inplace.data(), n);
   EXPECT_EQ(inplace, out);
+}
+
+TEST(Kernels, SwigluAllLevelsAndThreaded) {
+  // Large enough to be split across the pool; extreme gates saturate exp on both sides.
+  const int64_t n = 100003;
+  auto g = random_floats(n, 43, -30.0f, 30.0f);
+  g[0] = -200.0f;
+  g[1] = 200.0f;
+  g[2] = 0.0f;
+  const auto u = random_floats(n, 44, -2.0f, 2.0f);
+  for (const KernelTable* k : levels()) {
+    std::vector<float> out(n);
+    k->swiglu(g.data(), u.data(), out.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+      ASSERT_NEAR(out[i], want, 2e-6 * std::fabs(want) + 1e-7)
+          << cpu_level_name(k->level) << " " << i << " g " << g[i];
+    }
+  }
+  std::vector<float> one(n), split(n);
+  swiglu(g.data(), u.data(), one.data(), n);
+  swiglu(g.data(), u.data(), split.data(), n, pool(3));
+  EXPECT_EQ(one, split);
 }
 
 TEST(Kernels, GetRowAllTypes) {
