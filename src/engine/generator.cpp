@@ -16,19 +16,6 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Frees a sequence's blocks on every path out of a scope.
-class SeqGuard {
- public:
-  SeqGuard(KvCacheManager& kv, SeqId seq) : kv_(kv), seq_(seq) {}
-  ~SeqGuard() { kv_.free_sequence(seq_); }
-  SeqGuard(const SeqGuard&) = delete;
-  SeqGuard& operator=(const SeqGuard&) = delete;
-
- private:
-  KvCacheManager& kv_;
-  SeqId seq_;
-};
-
 }  // namespace
 
 KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts) {

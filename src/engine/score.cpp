@@ -4,23 +4,6 @@
 
 namespace kvserve {
 
-namespace {
-
-// Frees a sequence's blocks on every path out of a scope.
-class ScoreSeqGuard {
- public:
-  ScoreSeqGuard(KvCacheManager& kv, SeqId seq) : kv_(kv), seq_(seq) {}
-  ~ScoreSeqGuard() { kv_.free_sequence(seq_); }
-  ScoreSeqGuard(const ScoreSeqGuard&) = delete;
-  ScoreSeqGuard& operator=(const ScoreSeqGuard&) = delete;
-
- private:
-  KvCacheManager& kv_;
-  SeqId seq_;
-};
-
-}  // namespace
-
 Status Generator::score(const std::vector<int32_t>& tokens,
                         const std::function<void(int pos, const float* logits)>& on_logits) {
   // The limits of a prompt of these tokens (ids in range, context), as generate() applies them.
@@ -34,7 +17,7 @@ Status Generator::score(const std::vector<int32_t>& tokens,
   const SeqId seq = next_seq_++;
   // A private sequence: scores must not depend on what earlier requests left in the cache.
   KV_RETURN_IF_ERROR(kv_->add_sequence(seq));
-  ScoreSeqGuard guard(*kv_, seq);
+  SeqGuard guard(*kv_, seq);
   std::vector<int32_t> prefix;  // tokens[0..pos]
   prefix.reserve(tokens.size());
   std::vector<float> logits;  // [n_vocab]

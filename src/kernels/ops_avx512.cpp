@@ -248,16 +248,21 @@ void int_tiles(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r
   int_tile<G, NT>(a, panel, gstride, r, nr, t0, b0, b1, first);
 }
 
-// Per-thread panel buffer (grows to the largest group pair seen; never shrinks).
+// Per-thread panel buffer (grows to the largest group pair seen; never shrinks; freed when the
+// thread exits).
 uint8_t* panel_buffer(size_t bytes) {
-  thread_local uint8_t* buf = nullptr;
-  thread_local size_t cap = 0;
-  if (cap < bytes) {
-    std::free(buf);
-    cap = bytes;
-    buf = static_cast<uint8_t*>(std::aligned_alloc(64, cap));
+  struct Buffer {
+    uint8_t* p = nullptr;
+    size_t cap = 0;
+    ~Buffer() { std::free(p); }
+  };
+  thread_local Buffer buf;
+  if (buf.cap < bytes) {
+    std::free(buf.p);
+    buf.cap = (bytes + 63) / 64 * 64;  // aligned_alloc wants a multiple of the alignment
+    buf.p = static_cast<uint8_t*>(std::aligned_alloc(64, buf.cap));
   }
-  return buf;
+  return buf.p;
 }
 
 template <class W>

@@ -178,4 +178,17 @@ class KvCacheManager {
   int64_t n_window_released_ = 0, n_h2o_evicted_ = 0;
 };
 
+// Frees a sequence's blocks on every path out of a scope.
+class SeqGuard {
+ public:
+  SeqGuard(KvCacheManager& kv, SeqId seq) : kv_(kv), seq_(seq) {}
+  ~SeqGuard() { kv_.free_sequence(seq_); }
+  SeqGuard(const SeqGuard&) = delete;
+  SeqGuard& operator=(const SeqGuard&) = delete;
+
+ private:
+  KvCacheManager& kv_;
+  SeqId seq_;
+};
+
 }  // namespace kvserve

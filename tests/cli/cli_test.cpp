@@ -8,29 +8,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli/run_kvserve.h"
 #include "test_util.h"
 
 namespace kvserve {
 namespace {
 
-struct Proc {
-  int rc;
-  std::string out;  // stdout and stderr together when merge_stderr
-};
-
-Proc run_kvserve(const std::string& args, bool merge_stderr = true, const std::string& env = "") {
-  const std::string cmd =
-      env + " " + KVSERVE_BINARY + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  Proc p{-1, ""};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return p;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) p.out.append(buf.data(), n);
-  const int status = pclose(f);
-  p.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return p;
-}
+using test::Proc;
+using test::run_kvserve;
 
 std::string stories(const std::string& file) {
   return test::shared_model_path("stories260K/" + file);

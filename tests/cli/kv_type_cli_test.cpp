@@ -6,28 +6,16 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/run_kvserve.h"
 #include "test_util.h"
 
 namespace kvserve {
 namespace {
 
-struct Proc {
-  int rc;
-  std::string out;
-};
+using test::Proc;
 
 Proc run(const std::string& args, bool merge_stderr) {
-  const std::string cmd =
-      std::string(KVSERVE_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  Proc p{-1, ""};
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return p;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) p.out.append(buf.data(), n);
-  const int status = pclose(f);
-  p.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return p;
+  return test::run_kvserve(args, merge_stderr);
 }
 
 TEST(KvTypeCli, KvSizeReportsKAndVSeparatelyWithScalesAndHeaders) {

@@ -123,7 +123,9 @@ TEST(KvTypeGenerate, Q8GreedyEqualsF32OnStories260KReference) {
     };
     const bool same = top(lf[p]) == top(lq[p]);
     agree += same;
-    if (s[0] - s[1] > 0.25f) EXPECT_TRUE(same) << "position " << p << " gap " << s[0] - s[1];
+    if (s[0] - s[1] > 0.25f) {
+      EXPECT_TRUE(same) << "position " << p << " gap " << s[0] - s[1];
+    }
   }
   EXPECT_GE(agree, 0.99 * n) << agree << " of " << n;
 }

@@ -1,0 +1,33 @@
+// Runs the real kvserve binary for the CLI tests and captures what it prints.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace kvserve::test {
+
+struct Proc {
+  int rc;
+  std::string out;  // stdout, and stderr too when merge_stderr
+};
+
+// `env` is a prefix for the shell command (e.g. "XDG_CACHE_HOME=/tmp/x").
+inline Proc run_kvserve(const std::string& args, bool merge_stderr = true,
+                        const std::string& env = "") {
+  const std::string cmd =
+      env + " " + KVSERVE_BINARY + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  Proc p{-1, ""};
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return p;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) p.out.append(buf.data(), n);
+  const int status = pclose(f);
+  p.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return p;
+}
+
+}  // namespace kvserve::test
