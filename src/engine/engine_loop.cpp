@@ -134,9 +134,6 @@ EngineLoop::EngineLoop(const Model& model, const EngineLoopOptions& opts, int n_
       scheduler_(*kv_, opts.sched),
       block_size_(kv_->block_size()),
       n_blocks_total_(kv_->pool().n_blocks_total()),
-      bounded_blocks_(kv_policy_max_blocks(
-          kv_->policy(), kv_->block_size(),
-          kv_policy_chunk(kv_->policy(), kv_->block_size(), opts.sched.max_batch_tokens))),
       watermark_blocks_(scheduler_.watermark_blocks()) {
   update_stats();
   thread_ = std::thread([this] { run(); });
@@ -165,11 +162,10 @@ Status EngineLoop::validate(const SeqSpec& spec) const {
     return invalid_argument("the prompt has " + std::to_string(n) +
                             " tokens, more than the context of " + std::to_string(n_ctx_));
   }
-  // Constants copied at construction: the KV state itself belongs to the engine thread.
-  // A bounded sequence (kv/kv_policy.h) never holds more than the policy's bound.
-  const int need = bounded_blocks_ > 0
-                       ? std::min(bounded_blocks_, blocks_for_tokens(n + 1, block_size_))
-                       : blocks_for_tokens(n + 1, block_size_);
+  // Constants copied at construction, and the policy, fixed when the cache was made: the KV
+  // state itself belongs to the engine thread.
+  const int need =
+      kv_policy_seq_blocks(kv_->policy(), block_size_, opts_.sched.max_batch_tokens, n + 1);
   if (need + watermark_blocks_ > n_blocks_total_) {
     return invalid_argument("the prompt has " + std::to_string(n) +
                             " tokens, more than the KV cache can hold");

@@ -109,7 +109,6 @@ class EngineLoop {
   ModelRunner runner_;
   Scheduler scheduler_;                    // engine thread only
   const int block_size_, n_blocks_total_;  // for validate() on any thread
-  const int bounded_blocks_;  // most blocks one sequence holds under a bounded policy, else 0
   const int watermark_blocks_;
   EngineStats stats_;
   std::vector<float> logits_;  // [n_outputs][n_vocab], engine thread only

@@ -49,9 +49,8 @@ Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int
   }
   if (kv_policy_bounded(opts.kv_policy)) {
     // A bounded sequence never holds more than this, whatever its length.
-    const int chunk = kv_policy_chunk(opts.kv_policy, layout.block_size, opts.prefill_chunk);
-    const int per_seq = std::min(blocks_for_tokens(n_ctx, layout.block_size),
-                                 kv_policy_max_blocks(opts.kv_policy, layout.block_size, chunk));
+    const int per_seq =
+        kv_policy_seq_blocks(opts.kv_policy, layout.block_size, opts.prefill_chunk, n_ctx);
     return per_seq * std::max(1, max_seqs);
   }
   return blocks_for_tokens(n_ctx, layout.block_size);
@@ -86,10 +85,8 @@ Result<std::unique_ptr<Generator>> Generator::create(const Model& model,
   const int n_ctx = opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train;
   if (n_ctx < 1) return invalid_argument("context size must be positive");
   if (opts.prefill_chunk < 1) return invalid_argument("prefill chunk must be positive");
-  EngineOptions o = opts;
-  o.kv_policy = effective_kv_policy(model.config, opts);
-  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, o, n_ctx));
-  return std::unique_ptr<Generator>(new Generator(model, o, std::move(kv)));
+  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts, n_ctx));
+  return std::unique_ptr<Generator>(new Generator(model, opts, std::move(kv)));
 }
 
 Generator::Generator(const Model& model, const EngineOptions& opts,
@@ -97,8 +94,9 @@ Generator::Generator(const Model& model, const EngineOptions& opts,
     : model_(model),
       opts_(opts),
       n_ctx_(opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train),
-      // Bounded memory lets a sequence run past the trained context unless --ctx caps it.
-      max_len_(kv_policy_bounded(opts.kv_policy) && opts.n_ctx <= 0 ? kUnboundedLength : n_ctx_),
+      // Bounded memory lets a sequence run past the trained context unless --ctx caps it. The
+      // cache holds the policy in effect (opts' or the model's own window).
+      max_len_(kv_policy_bounded(kv->policy()) && opts.n_ctx <= 0 ? kUnboundedLength : n_ctx_),
       pool_(opts.n_threads),
       kv_(std::move(kv)),
       runner_(model, kv_->storage(), pool_, kv_->policy()) {}
@@ -109,8 +107,9 @@ Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos
   KV_ASSERT(kv_->n_positions(seq) == pos0);
   // Without a bounding policy every block is reserved up front, so running out of memory fails
   // before any compute; a bounded sequence reserves chunk by chunk and frees behind itself.
-  if (!kv_policy_bounded(opts_.kv_policy)) KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
-  const int max_chunk = kv_policy_chunk(opts_.kv_policy, kv_->block_size(), opts_.prefill_chunk);
+  const KvPolicy& policy = kv_->policy();
+  if (!kv_policy_bounded(policy)) KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
+  const int max_chunk = kv_policy_chunk(policy, kv_->block_size(), opts_.prefill_chunk);
   for (int done = 0; done < n;) {
     const int chunk = std::min(max_chunk, n - done);
     const int slot0 = kv_->table(seq).n_tokens;

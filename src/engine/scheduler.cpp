@@ -50,10 +50,6 @@ int Scheduler::chunk_limit() const {
   return kv_policy_chunk(kv_.policy(), kv_.block_size(), opts_.max_batch_tokens);
 }
 
-int Scheduler::max_blocks_bounded() const {
-  return kv_policy_max_blocks(kv_.policy(), kv_.block_size(), chunk_limit());
-}
-
 int Scheduler::pending_blocks() const {
   int n = 0;
   const bool bounded = kv_policy_bounded(kv_.policy());
@@ -104,8 +100,8 @@ void Scheduler::admit() {
       waiting_.pop_front();
       continue;
     }
-    int need = blocks_for_tokens(s.n_known(), kv_.block_size());
-    if (kv_policy_bounded(kv_.policy())) need = std::min(need, max_blocks_bounded());
+    const int need =
+        kv_policy_seq_blocks(kv_.policy(), kv_.block_size(), opts_.max_batch_tokens, s.n_known());
     if (need + watermark_blocks_ > kv_.pool().n_blocks_total()) {
       if (running_.empty()) {  // can never fit: hand it to the engine to finish
         unfittable_ = std::move(waiting_.front());

@@ -118,10 +118,8 @@ class Scheduler {
   bool reserve_or_preempt(Sequence& seq, int n_tokens);
   void preempt(Sequence& seq);
   int pending_blocks() const;  // blocks running sequences still need for their known tokens
-  // Under a bounded KV policy (kv/kv_policy.h): the largest prefill chunk of one sequence, and
-  // the most blocks one sequence ever holds.
+  // The largest prefill chunk of one sequence its KV policy allows (kv/kv_policy.h).
   int chunk_limit() const;
-  int max_blocks_bounded() const;
 
   KvCacheManager& kv_;
   SchedulerOptions opts_;

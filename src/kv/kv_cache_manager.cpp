@@ -220,9 +220,8 @@ Status KvCacheManager::enforce_policy(SeqId seq) {
 void KvCacheManager::release_outside_window(SeqState& s, const WindowKv& w) {
   // Queries from position n_pos on see [0, sink) and [n_pos - window + 1, ...).
   const int bs = block_size();
-  const int lo = s.n_pos - w.window + 1;
-  const int first_kept = std::max(0, lo) / bs;           // block of the window's first position
-  const int first_free = blocks_for_tokens(w.sink, bs);  // blocks after the sinks
+  const int first_kept = window_first_block(w, s.n_pos, bs);
+  const int first_free = window_sink_blocks(w, bs);
   for (int b = first_free; b < std::min(first_kept, s.table.n_blocks()); ++b) {
     BlockId& id = s.table.blocks[b];
     if (id == kNoBlock) continue;
@@ -331,31 +330,23 @@ void KvCacheManager::free_sequence(SeqId seq) {
 }
 
 int SwappedKv::n_blocks() const {
-  return static_cast<int>(std::count(live.begin(), live.end(), 1));
+  const auto& b = state.table.blocks;
+  return static_cast<int>(b.size() - std::count(b.begin(), b.end(), kNoBlock));
 }
 
 Result<SwappedKv> KvCacheManager::swap_out(SeqId seq) {
   if (!has_sequence(seq)) return invalid_argument("swap_out: no sequence " + std::to_string(seq));
   if (!can_swap()) return unsupported("swap preemption cannot export q4 K blocks");
-  SeqState& s = state(seq);
   SwappedKv out;
+  out.state = state(seq);
   const size_t bpb = layout().bytes_per_block();
-  out.live.resize(s.table.blocks.size());
-  for (size_t i = 0; i < s.table.blocks.size(); ++i) out.live[i] = s.table.blocks[i] != kNoBlock;
   out.data.resize(out.n_blocks() * bpb);
   uint8_t* p = out.data.data();
-  for (BlockId id : s.table.blocks) {
+  for (BlockId id : out.state.table.blocks) {
     if (id == kNoBlock) continue;
     storage_->export_block(id, p);
     p += bpb;
   }
-  out.n_tokens = s.table.n_tokens;
-  out.n_pos = s.n_pos;
-  out.salt = s.salt;
-  out.keys = s.keys;
-  out.compacted = s.compacted;
-  out.score = s.score;
-  out.slot_pos = s.slot_pos;
   free_sequence(seq);
   return out;
 }
@@ -366,28 +357,16 @@ Status KvCacheManager::swap_in(SeqId seq, SwappedKv& in) {
   }
   auto ids = pool_.allocate(in.n_blocks());
   if (!ids) return ids.status();
-  SeqState s;
   const size_t bpb = layout().bytes_per_block();
   const uint8_t* p = in.data.data();
-  size_t next = 0;
-  for (char live : in.live) {
-    if (!live) {
-      s.table.blocks.push_back(kNoBlock);
-      continue;
-    }
-    const BlockId id = (*ids)[next++];
+  auto fresh = ids->begin();
+  for (BlockId& id : in.state.table.blocks) {
+    if (id == kNoBlock) continue;
+    id = *fresh++;
     storage_->import_block(p, id);
     p += bpb;
-    s.table.blocks.push_back(id);
   }
-  s.table.n_tokens = in.n_tokens;
-  s.n_pos = in.n_pos;
-  s.salt = std::move(in.salt);
-  s.keys = std::move(in.keys);
-  s.compacted = in.compacted;
-  s.score = std::move(in.score);
-  s.slot_pos = std::move(in.slot_pos);
-  seqs_.emplace(seq, std::move(s));
+  seqs_.emplace(seq, std::move(in.state));
   in = SwappedKv{};
   note_peak();
   return Status::ok();

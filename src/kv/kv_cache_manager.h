@@ -38,20 +38,25 @@ using SeqId = int64_t;
 
 // A preempted sequence's KV copied to host memory (swap preemption): everything needed to put it
 // back exactly as it was. Opaque to callers except for its size.
+// One sequence's cache state, owned by KvCacheManager (and by SwappedKv while swapped out).
+struct KvSeqState {
+  BlockTable table;
+  std::string salt;
+  std::vector<BlockKey> keys;  // keys of full blocks [0, keys.size())
+  int n_pos = 0;               // positions computed
+  bool compacted = false;      // H2O has moved rows: slots are no longer positions
+  std::vector<float> score;    // H2O: [capacity] accumulated attention per slot
+  std::vector<int> slot_pos;   // H2O: [n_tokens] position held by each slot
+};
+
 struct SwappedKv {
   size_t bytes() const { return data.size(); }
   int n_blocks() const;  // blocks swap_in() needs
 
  private:
   friend class KvCacheManager;
-  std::vector<uint8_t> data;  // [live blocks][bytes_per_block]
-  std::vector<char> live;     // per logical block: 1 = in data, 0 = kNoBlock
-  int n_tokens = 0, n_pos = 0;
-  std::string salt;
-  std::vector<BlockKey> keys;
-  bool compacted = false;
-  std::vector<float> score;
-  std::vector<int> slot_pos;
+  std::vector<uint8_t> data;  // [blocks of state.table not kNoBlock][bytes_per_block]
+  KvSeqState state;           // as it was; its block ids are stale
 };
 
 // Engine-wide prefix-cache counters and block occupancy.
@@ -145,15 +150,7 @@ class KvCacheManager {
   std::string dump() const;
 
  private:
-  struct SeqState {
-    BlockTable table;
-    std::string salt;
-    std::vector<BlockKey> keys;  // keys of full blocks [0, keys.size())
-    int n_pos = 0;               // positions computed
-    bool compacted = false;      // H2O has moved rows: slots are no longer positions
-    std::vector<float> score;    // H2O: [capacity] accumulated attention per slot
-    std::vector<int> slot_pos;   // H2O: [n_tokens] position held by each slot
-  };
+  using SeqState = KvSeqState;
 
   KvCacheManager(std::unique_ptr<KvStorage> storage, std::unique_ptr<PrefixCache> prefix,
                  const KvPolicy& policy);

@@ -37,6 +37,12 @@ int kv_policy_chunk(const KvPolicy& p, int bs, int chunk) {
   return bound > 0 ? std::min(chunk, std::max(bound, bs)) : chunk;
 }
 
+int kv_policy_seq_blocks(const KvPolicy& p, int bs, int chunk, int n_tokens) {
+  const int all = (n_tokens + bs - 1) / bs;
+  if (!kv_policy_bounded(p)) return all;
+  return std::min(all, kv_policy_max_blocks(p, bs, kv_policy_chunk(p, bs, chunk)));
+}
+
 std::string kv_policy_name(const KvPolicy& p) {
   if (const auto* w = std::get_if<WindowKv>(&p)) {
     std::string s = "window " + std::to_string(w->window);

@@ -43,5 +43,18 @@ int kv_policy_max_blocks(const KvPolicy& p, int block_size, int chunk);
 // The prefill chunk a policy allows: at most the window (or keep), so a long prompt never holds
 // more than about twice the bound.
 int kv_policy_chunk(const KvPolicy& p, int block_size, int chunk);
+// Blocks one sequence of n_tokens holds at most when computed in chunks of up to `chunk` tokens:
+// all of its blocks under FullKv, else no more than the policy's bound.
+int kv_policy_seq_blocks(const KvPolicy& p, int block_size, int chunk, int n_tokens);
+
+// Window geometry, in blocks: the blocks holding the sinks, and the first block the window of
+// a query at position `pos` reaches (queries after it reach no earlier block).
+inline int window_sink_blocks(const WindowKv& w, int block_size) {
+  return (w.sink + block_size - 1) / block_size;
+}
+inline int window_first_block(const WindowKv& w, int pos, int block_size) {
+  const int lo = pos - w.window + 1;
+  return (lo > 0 ? lo : 0) / block_size;
+}
 
 }  // namespace kvserve

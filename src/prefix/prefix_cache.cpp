@@ -30,9 +30,9 @@ PrefixMatch PrefixCache::match(const BlockPool& pool, std::span<const int32_t> t
   }
   // Longest n whose visible blocks are all cached: the sink blocks and those from the block
   // holding position n * block_size - window + 1.
-  const int sink_blocks = (window->sink + block_size - 1) / block_size;
+  const int sink_blocks = window_sink_blocks(*window, block_size);
   for (int n = static_cast<int>(found.size()); n > 0; --n) {
-    const int first = std::max(0, n * block_size - window->window + 1) / block_size;
+    const int first = window_first_block(*window, n * block_size, block_size);
     bool ok = true;
     for (int i = 0; i < n && ok; ++i) {
       if (i < sink_blocks || i >= first) ok = found[i] != kNoBlock;

@@ -13,16 +13,13 @@ namespace kvserve {
 namespace {
 
 using test::Proc;
-
-Proc run(const std::string& args, bool merge_stderr) {
-  return test::run_kvserve(args, merge_stderr);
-}
+using test::run_kvserve;
 
 TEST(KvTypeCli, KvSizeReportsKAndVSeparatelyWithScalesAndHeaders) {
-  Proc p =
-      run("kv-size --layers 30 --kv-heads 3 --head-dim 64 --block-size 32 --kv-type-k q4 "
-          "--kv-type-v q8 --json",
-          false);
+  Proc p = run_kvserve(
+      "kv-size --layers 30 --kv-heads 3 --head-dim 64 --block-size 32 --kv-type-k q4 "
+      "--kv-type-v q8 --json",
+      false);
   ASSERT_EQ(p.rc, 0) << p.out;
   auto j = nlohmann::json::parse(p.out);
   EXPECT_EQ(j["kv_type_k"], "q4");
@@ -30,7 +27,8 @@ TEST(KvTypeCli, KvSizeReportsKAndVSeparatelyWithScalesAndHeaders) {
   EXPECT_EQ(j["bytes_per_token_k"], 30 * 3 * 40.0);  // 32 nibble bytes + 256 header bytes / 32
   EXPECT_EQ(j["bytes_per_token_v"], 30 * 3 * 66.0);  // 64 int8 + fp16 scale
   EXPECT_EQ(j["bytes_per_token"], 30 * 3 * 106.0);
-  Proc f = run("kv-size --layers 30 --kv-heads 3 --head-dim 64 --kv-type fp8-e4m3 --json", false);
+  Proc f = run_kvserve("kv-size --layers 30 --kv-heads 3 --head-dim 64 --kv-type fp8-e4m3 --json",
+                       false);
   ASSERT_EQ(f.rc, 0) << f.out;
   EXPECT_EQ(nlohmann::json::parse(f.out)["bytes_per_token"], 30 * 3 * 2 * 66.0);
 }
@@ -50,7 +48,7 @@ TEST(KvTypeCli, RefusesWhatTheKernelsCannotDo) {
            Case{"generate -m " + model + " -p hi -n 2 --kv-type-v q3",
                 "--kv-type-v must be one of"},
        }) {
-    Proc p = run(c.args, true);
+    Proc p = run_kvserve(c.args, true);
     EXPECT_NE(p.rc, 0) << c.args;
     EXPECT_NE(p.out.find(c.expect), std::string::npos) << c.args << "\n" << p.out;
   }
@@ -59,16 +57,17 @@ TEST(KvTypeCli, RefusesWhatTheKernelsCannotDo) {
 TEST(KvTypeCli, GenerateAndInspectOnStories260K) {
   const std::string model = test::shared_model_path("stories260K/stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(model);
-  Proc g = run("generate -m " + model +
-                   " -p 'Once upon a time' -n 20 --temp 0 --json --kv-type-k q4 --kv-type-v q8",
-               false);
+  Proc g =
+      run_kvserve("generate -m " + model +
+                      " -p 'Once upon a time' -n 20 --temp 0 --json --kv-type-k q4 --kv-type-v q8",
+                  false);
   ASSERT_EQ(g.rc, 0) << g.out;
   auto j = nlohmann::json::parse(g.out);
   EXPECT_EQ(j["kv"]["type_k"], "q4");
   EXPECT_EQ(j["kv"]["type_v"], "q8");
   EXPECT_EQ(j["kv"]["bytes_per_token"], 5 * 4 * ((4 + 32 / 16.0) + 10));  // hd 8, blocks of 16
   EXPECT_EQ(j["tokens"].size(), 20u);
-  Proc i = run("inspect -m " + model + " --json", false);
+  Proc i = run_kvserve("inspect -m " + model + " --json", false);
   ASSERT_EQ(i.rc, 0) << i.out;
   auto ji = nlohmann::json::parse(i.out);
   EXPECT_EQ(ji["kv_bytes_per_token"]["f16"], 640.0);

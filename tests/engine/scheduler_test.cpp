@@ -159,27 +159,27 @@ TEST(SchedulerEngine, BatchInvarianceStories260K) {
   expect_batch_invariant(*m, o, false);
 }
 
-TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
-  const Model* m = test::synth_demo_model();
-  ASSERT_NE(m, nullptr);
-  EngineLoopOptions o;
-  o.engine.block_size = 4;
-  o.engine.kv_blocks = 40;  // 160 tokens for 32 sequences of up to 100: constant preemption
-  o.sched.max_batch_tokens = 64;
-  o.sched.max_seqs = 16;
-  expect_batch_invariant(*m, o, true);
-}
-
-TEST(SchedulerEngine, SwapPreemptionGivesTheSameTokens) {
-  const Model* m = test::synth_demo_model();
-  ASSERT_NE(m, nullptr);
+// 160 tokens of KV for 32 sequences of up to 100: constant preemption.
+EngineLoopOptions tiny_cache(PreemptionMode mode) {
   EngineLoopOptions o;
   o.engine.block_size = 4;
   o.engine.kv_blocks = 40;
   o.sched.max_batch_tokens = 64;
   o.sched.max_seqs = 16;
-  o.sched.preemption = PreemptionMode::kSwap;
-  expect_batch_invariant(*m, o, true);
+  o.sched.preemption = mode;
+  return o;
+}
+
+TEST(SchedulerEngine, PreemptionGivesTheSameTokens) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  expect_batch_invariant(*m, tiny_cache(PreemptionMode::kRecompute), true);
+}
+
+TEST(SchedulerEngine, SwapPreemptionGivesTheSameTokens) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  expect_batch_invariant(*m, tiny_cache(PreemptionMode::kSwap), true);
 }
 
 // Sliding window with sinks in the batching engine: each sequence's tokens equal a lone run's,
