@@ -177,6 +177,7 @@ struct BenchKernelFlags {
   std::string level;  // empty: active level
   int n_threads = 0;
   double min_ms = 200;  // time per (shape, dtype, tokens) point
+  bool prepack = true;  // weights laid out once, as load_model does
   bool json = false;
 };
 
@@ -233,6 +234,7 @@ int run_kernels(const BenchKernelFlags& f) {
       w.ne[1] = rows;
       w.data = wdata.data();
       w.n_bytes = wdata.size();
+      const std::shared_ptr<void> packed = f.prepack ? kernels::prepack_with(*k, w) : nullptr;
       for (int nt : *toks) {
         std::vector<float> x(static_cast<size_t>(nt) * cols), y(static_cast<size_t>(nt) * rows);
         for (float& v : x) v = u(rng);
@@ -309,6 +311,8 @@ void register_bench(CLI::App& app, int* rc) {
   kb->add_option("--level", kf->level, "scalar, avx2 or avx512 (default: this CPU's best)");
   kb->add_option("-t,--threads", kf->n_threads, "threads (default: one per core)");
   kb->add_option("--min-ms", kf->min_ms, "time per point")->capture_default_str();
+  kb->add_flag("!--no-prepack", kf->prepack,
+               "lay out q8_0 / q4_0 weights on every call instead of once, as at load");
   kb->add_flag("--json", kf->json, "also print the results as one JSON object");
   kb->callback([kf, rc] { *rc = run_kernels(*kf); });
   register_bench_serve(bench, rc);

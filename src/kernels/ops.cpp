@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -153,7 +154,8 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
 const KernelTable& table() {
   static const KernelTable t{CpuLevel::kScalar, matmul_f32,    matmul_f16, matmul_bf16, matmul_q8_0,
                              matmul_q4_0,       quantize_acts, false,      1,           dot_f32,
-                             axpy_f32,          sum_squares,   scale_mul,  swiglu};
+                             axpy_f32,          sum_squares,   scale_mul,  swiglu,      nullptr,
+                             nullptr,           nullptr};
   return t;
 }
 
@@ -222,6 +224,7 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
   a.x = x;
   a.y = y;
   a.ldy = rows;
+  a.packed = w.packed_for == &k ? w.packed : nullptr;
 
   // Enough work per task that dispatch overhead stays small (~32 KiB of weights per token).
   const int64_t work_per_row = static_cast<int64_t>(a.w_stride) * n_tok;
@@ -286,6 +289,28 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
   }
   KV_ASSERT(fn != nullptr);
   pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+}
+
+std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w) {
+  const auto pack = w.type == DType::kQ8_0   ? k.pack_q8_0
+                    : w.type == DType::kQ4_0 ? k.pack_q4_0
+                                             : nullptr;
+  if (!pack || !k.packed_bytes || !w.present() || w.cols() % kQK8_0 != 0) return nullptr;
+  const size_t bytes = (k.packed_bytes(w.rows(), w.cols()) + 63) / 64 * 64;
+  std::shared_ptr<void> buf(std::aligned_alloc(64, bytes), std::free);
+  if (!buf) return nullptr;  // no memory for the copy: the kernels pack per call instead
+  MatArgs a{};
+  a.w = static_cast<const uint8_t*>(w.data);
+  a.w_stride = w.row_stride();
+  a.cols = w.cols();
+  pack(a, 0, w.rows(), static_cast<uint8_t*>(buf.get()));
+  w.packed = static_cast<const uint8_t*>(buf.get());
+  w.packed_for = &k;
+  return buf;
+}
+
+std::shared_ptr<void> prepack(TensorView& w) {
+  return prepack_with(active_kernels(), w);
 }
 
 void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "core/thread_pool.h"
 #include "model/tensor.h"
@@ -17,6 +18,12 @@ namespace kvserve::kernels {
 // x: [n_tok][W.cols()] f32, y: [n_tok][W.rows()] f32. Rows are split across the pool.
 // Quantized weights (q8_0, q4_0) quantize x to q8_0 blocks and use integer dot products.
 void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool);
+
+// Packs w (q8_0 / q4_0) once into the layout the active kernels' matmul reads, so it is not
+// rearranged on every call, and points w.packed at the copy, which the returned handle owns
+// (keep it as long as w is used). Returns nullptr, leaving w as it was, where the kernels read
+// w's type as stored. Results are bitwise equal with and without packing.
+std::shared_ptr<void> prepack(TensorView& w);
 
 // Copies row `row` of an embedding table (any type) into out[W.cols()] as f32.
 void get_row(const TensorView& w, int64_t row, float* out);

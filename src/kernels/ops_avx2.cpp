@@ -249,7 +249,10 @@ const KernelTable& table() {
                              axpy_f32,
                              sum_squares,
                              scale_mul,
-                             scalar::table().swiglu};
+                             scalar::table().swiglu,
+                             nullptr,
+                             nullptr,
+                             nullptr};
   return t;
 }
 

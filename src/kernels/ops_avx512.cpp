@@ -67,19 +67,28 @@ struct LoadBF16 {
 // and it is the same whatever n_tok, the tile shape, the row range or the thread count
 // (batch invariance).
 //
-// Layout: a group of 16 weight rows is transposed, block by block, into a panel. Block b of a
-// group takes 576 bytes: 8 vectors of 64 bytes (vector k, lane i: bytes 4k .. 4k+3 of row i's
-// block, as u8: q8_0 w ^ 0x80 = w + 128, q4_0 the nibble 0..15), then 16 f32 weight scales.
-// One vpdpbusd with 4 activation bytes broadcast then advances 16 rows at once, and a block
-// costs 8 vpdpbusd + cvt + mul + fma per (16 rows, token) with no horizontal sums. The u8
-// offset is removed by starting the int32 sum at QuantActs::corr (exact). Each group is
-// transposed once per call and reused for every token.
+// Layout: a group of 16 weight rows is transposed, block by block, into a panel of nb * 544
+// bytes (padded to 64): first nb quant blocks of 8 vectors of 64 bytes (vector k, lane i: bytes
+// 4k .. 4k+3 of row i's block, as u8: q8_0 w ^ 0x80 = w + 128, q4_0 the nibble 0..15), then
+// nb x 16 fp16 weight scales. One vpdpbusd with 4 activation bytes broadcast then advances 16
+// rows at once, and a block costs 8 vpdpbusd + cvt + mul + fma per (16 rows, token) with no
+// horizontal sums. The u8 offset is removed by starting the int32 sum at QuantActs::corr
+// (exact). Panels are as many bytes as the weights (decode streams no more memory); they are
+// packed once at load (MatArgs::packed, groups in row order) or, without that, transposed per
+// call into a per-thread buffer and reused for every token.
 
-constexpr int kGroup = 16;                     // rows per panel group (one zmm of lanes)
-constexpr int kGroupsPerTile = 2;              // groups sharing one pass (register tile)
-constexpr int kPanelBlockBytes = 8 * 64 + 64;  // one block of one group
-constexpr int kTokTileInt = 6;                 // tokens per register tile
-constexpr int64_t kKcBlocks = 16;              // blocks per L1-resident slice when n_tok is large
+constexpr int kGroup = 16;                // rows per panel group (one zmm of lanes)
+constexpr int kGroupsPerTile = 2;         // groups sharing one pass (register tile)
+constexpr int kPanelQuantBytes = 8 * 64;  // one block of one group: quants
+constexpr int kPanelScaleBytes = 16 * 2;  // one block of one group: fp16 scales
+constexpr int kPanelBlockBytes = kPanelQuantBytes + kPanelScaleBytes;
+
+// Bytes from one group's panel to the next (a multiple of 64, for aligned loads).
+inline size_t group_stride(int64_t nb) {
+  return (static_cast<size_t>(nb) * kPanelBlockBytes + 63) / 64 * 64;
+}
+constexpr int kTokTileInt = 6;     // tokens per register tile
+constexpr int64_t kKcBlocks = 16;  // blocks per L1-resident slice when n_tok is large
 
 // Permutation indices of the 16 x 8 dword transpose (see transpose16x8).
 struct TransposeIdx {
@@ -113,11 +122,10 @@ inline void transpose16x8(__m512i z[8], const TransposeIdx& ix) {
   }
 }
 
-// Gathers the fp16 scale at the start of block `b` of 16 rows (byte offsets `offs` from w) as
-// 16 floats.
-inline __m512 gather_scales(const uint8_t* w, __m512i offs) {
+// Gathers the fp16 scale at the start of a block of 16 rows (byte offsets `offs` from w).
+inline __m256i gather_scales(const uint8_t* w, __m512i offs) {
   const __m512i v = _mm512_i32gather_epi32(offs, w, 1);  // [d, qs0, qs1] per row
-  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+  return _mm512_cvtepi32_epi16(v);
 }
 
 struct Q8Panel {
@@ -149,7 +157,8 @@ struct Q4Panel {
   static __m512i fix(__m512i v) { return v; }
 };
 
-// Transposes rows [r, r + nr) (nr <= 16) of blocks [0, nb) into a group panel. Rows past nr
+// Transposes rows [r, r + nr) (nr <= 16) of blocks [0, nb) into a group panel (64-byte
+// aligned, group_stride(nb) bytes). Rows past nr
 // repeat row nr - 1: their lanes are computed but never stored. Prefetching looks ahead up to
 // row r1_limit (the end of the caller's range).
 template <class W>
@@ -178,9 +187,11 @@ void prep_group(const MatArgs& a, int64_t r, int64_t nr, int64_t nb, int64_t r1_
     __m512i z[8];
     for (int j = 0; j < 8; ++j) z[j] = W::load(rp[j] + o, rp[j + 8] + o);
     transpose16x8(z, ix);
-    uint8_t* p = out + b * kPanelBlockBytes;
+    uint8_t* p = out + b * kPanelQuantBytes;
     for (int k = 0; k < 8; ++k) _mm512_store_si512(p + 64 * k, W::fix(z[k]));
-    _mm512_store_ps(p + 512, gather_scales(rp[0] + o, voffs));
+    _mm256_store_si256(
+        reinterpret_cast<__m256i*>(out + nb * kPanelQuantBytes + b * kPanelScaleBytes),
+        gather_scales(rp[0] + o, voffs));
   }
 }
 
@@ -209,8 +220,9 @@ void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r,
     for (int g = 0; g < G; ++g)
       acc[g][t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m[g], y[t] + kGroup * g);
   }
+  const uint8_t* scales = panel + nb * kPanelQuantBytes;
   for (int64_t b = b0; b < b1; ++b) {
-    const uint8_t* pb = panel + b * kPanelBlockBytes;
+    const uint8_t* pb = panel + b * kPanelQuantBytes;
     __m512i is[G][NT];
     for (int t = 0; t < NT; ++t) {
       const __m512i c = _mm512_set1_epi32(xc[t][b]);
@@ -228,7 +240,8 @@ void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r,
       }
     }
     for (int g = 0; g < G; ++g) {
-      const __m512 dw = _mm512_load_ps(pb + g * gstride + 512);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(
+          reinterpret_cast<const __m256i*>(scales + g * gstride + b * kPanelScaleBytes)));
       for (int t = 0; t < NT; ++t) {
         const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(xd[t][b]));
         acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[g][t]), s, acc[g][t]);
@@ -268,16 +281,21 @@ uint8_t* panel_buffer(size_t bytes) {
 template <class W>
 void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.cols / kBlk;
-  const size_t gstride = static_cast<size_t>(nb) * kPanelBlockBytes;
-  uint8_t* panel = panel_buffer(kGroupsPerTile * gstride);
+  const size_t gstride = group_stride(nb);
+  uint8_t* buf = a.packed ? nullptr : panel_buffer(kGroupsPerTile * gstride);
   // Few tokens: one pass over all blocks. Many: L1-sized slices of blocks, every token tile
   // per slice, partial sums kept in y between slices.
   const int64_t kc = a.n_tok <= kTokTileInt ? nb : kKcBlocks;
   for (int64_t r = r0; r < r1; r += kGroup * kGroupsPerTile) {
     const int64_t nr = min64(kGroup * kGroupsPerTile, r1 - r);
     const int groups = nr > kGroup ? 2 : 1;
-    for (int g = 0; g < groups; ++g)
-      prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1, panel + g * gstride);
+    const uint8_t* panel = buf;
+    if (a.packed) {
+      panel = a.packed + static_cast<size_t>(r / kGroup) * gstride;
+    } else {
+      for (int g = 0; g < groups; ++g)
+        prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1, buf + g * gstride);
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += kc) {
       const int64_t b1 = min64(nb, b0 + kc);
       for (int64_t t0 = 0; t0 < a.n_tok; t0 += kTokTileInt) {
@@ -290,6 +308,22 @@ void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
     }
   }
 }
+
+// Packs rows [r0, r1) (r0 a multiple of kGroup) into `out`, the start of the whole matrix's
+// packed copy: group r / kGroup at out + (r / kGroup) * group_stride(nb).
+template <class W>
+void pack_int(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out) {
+  const int64_t nb = a.cols / kBlk;
+  const size_t gstride = group_stride(nb);
+  for (int64_t r = r0; r < r1; r += kGroup)
+    prep_group<W>(a, r, min64(kGroup, r1 - r), nb, r1,
+                  out + static_cast<size_t>(r / kGroup) * gstride);
+}
+
+size_t packed_bytes(int64_t rows, int64_t cols) {
+  return static_cast<size_t>((rows + kGroup - 1) / kGroup) * group_stride(cols / kBlk);
+}
+
 // hsum512 of m[4 * i + j] for i, j < 4 into y[j * ldy + i], all 16 at once: the same
 // additions of the same operands as hsum512 (lanes l and l + 8, then l and l + 4, then l and
 // l + 2, then l and l + 1), so each result is bitwise equal to hsum512's.
@@ -469,6 +503,12 @@ void matmul_q8_0(const MatArgs& a, int64_t r0, int64_t r1) {
 void matmul_q4_0(const MatArgs& a, int64_t r0, int64_t r1) {
   drive_int<Q4Panel>(a, r0, r1);
 }
+void pack_q8_0(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out) {
+  pack_int<Q8Panel>(a, r0, r1, out);
+}
+void pack_q4_0(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out) {
+  pack_int<Q4Panel>(a, r0, r1, out);
+}
 
 float dot_f32(const float* x, const float* y, int64_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
@@ -579,7 +619,10 @@ const KernelTable& table() {
                              axpy_f32,
                              sum_squares,
                              scale_mul,
-                             swiglu};
+                             swiglu,
+                             packed_bytes,
+                             pack_q8_0,
+                             pack_q4_0};
   return t;
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "core/cpu_features.h"
 
@@ -39,6 +40,9 @@ struct MatArgs {
   QuantActs qa;    // quantized activations (q8_0 / q4_0 weights)
   float* y;        // y[t * ldy + r]
   int64_t ldy;
+  // q8_0 / q4_0: the whole matrix already in the table's panel layout (KernelTable::pack_*),
+  // or nullptr (the kernel reads w and arranges it itself).
+  const uint8_t* packed;
 };
 
 // Computes y for rows [r0, r1) and all tokens. Every (t, r) output is produced by the same
@@ -67,6 +71,14 @@ struct KernelTable {
   void (*scale_mul)(const float* x, float s, const float* w, float* out, int64_t n);
   // out[i] = silu(gate[i]) * up[i]; out may alias gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t n);
+  // Optional (nullptr where a level reads weights as stored): packing q8_0 / q4_0 weights once
+  // into the layout the matmul kernels use, so they skip rearranging them on every call.
+  // packed_bytes(rows, cols) is the size of the whole matrix packed; pack_*(a, r0, r1, out)
+  // writes rows [r0, r1) of a.w (r0 a multiple of quant_row_unit) into out, the whole
+  // matrix's buffer (64-byte aligned). Results with and without packing are bitwise equal.
+  size_t (*packed_bytes)(int64_t rows, int64_t cols);
+  void (*pack_q8_0)(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out);
+  void (*pack_q4_0)(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out);
 };
 
 // The table for a level, or nullptr where this CPU (or build) lacks it. kScalar always exists.
@@ -74,9 +86,11 @@ const KernelTable* kernel_table(CpuLevel level);
 // The table for cpu_level(), chosen once per process.
 const KernelTable& active_kernels();
 
-// matmul with an explicit table (tests compare levels with it).
+// matmul and prepack with an explicit table (tests compare levels with them). matmul_with uses
+// w.packed only when it was packed for k.
 void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
                  ThreadPool& pool);
+std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w);
 
 namespace scalar {
 const KernelTable& table();

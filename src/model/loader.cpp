@@ -1,9 +1,14 @@
 // load_model: format detection and the GGUF -> Model mapping (llama, mistral, qwen2).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
 
+#include "kernels/ops.h"
 #include "model/gguf.h"
 #include "model/llama2c.h"
 #include "model/model.h"
@@ -247,6 +252,28 @@ Result<std::unique_ptr<Model>> load_gguf_model(const std::string& path) {
   return m;
 }
 
+// Packs every matmul weight the kernels can use packed. For a mapped GGUF file the packed
+// tensors' pages are then dropped from the mapping (they are clean file pages, read back on
+// demand if a kernel without packing ever needs them), so the weights are not resident twice.
+void prepack_weights(Model& m) {
+  const bool mapped = m.format == "gguf";
+  auto pack = [&](TensorView& w, bool release) {
+    std::shared_ptr<void> p = kernels::prepack(w);
+    if (!p) return;
+    m.packed.push_back(std::move(p));
+    if (!release) return;
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(w.data) + w.n_bytes) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  };
+  for (LayerWeights& l : m.layers)
+    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      pack(*w, mapped);
+  // A tied output shares its bytes with the embedding table, which decode reads row by row.
+  pack(m.output, mapped && m.output.data != m.tok_embd.data);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOptions& opts) {
@@ -254,8 +281,14 @@ Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOpt
   if (magic.empty()) {
     return corrupt(path + ": the file is empty (0 bytes): not a GGUF or llama2.c file");
   }
-  if (magic == "GGUF") return load_gguf_model(path);
-  return load_llama2c(path, opts);  // "ak42" (v1/v2) or a magic-less v0 header
+  std::unique_ptr<Model> m;
+  if (magic == "GGUF") {
+    KV_ASSIGN_OR_RETURN(m, load_gguf_model(path));
+  } else {
+    KV_ASSIGN_OR_RETURN(m, load_llama2c(path, opts));  // "ak42" (v1/v2) or a magic-less v0 header
+  }
+  if (opts.prepack_weights) prepack_weights(*m);
+  return m;
 }
 
 size_t Model::weight_bytes() const {

@@ -16,6 +16,10 @@ struct TensorView {
   int64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the innermost (contiguous) dimension, as in GGUF
   const void* data = nullptr;    // nullptr: tensor absent (optional tensors such as biases)
   size_t n_bytes = 0;
+  // Optional copy of the weights laid out for one kernel table's matmul (kernels::prepack);
+  // packed_for identifies that table, and other tables ignore the copy.
+  const uint8_t* packed = nullptr;
+  const void* packed_for = nullptr;
 
   bool present() const { return data != nullptr; }
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }

@@ -254,6 +254,54 @@ TEST(Matmul, TiledPathsServingAndPrefillSizes) {
     }
 }
 
+// Weights packed once at load (prepack) give bitwise the results of the per-call layout, for
+// every level (a level that does not pack returns no copy, and one packed for another level
+// is ignored), row counts around the 16-row groups, odd block counts and several thread splits.
+TEST(Matmul, PrepackedWeightsBitwiseEqual) {
+  uint32_t seed = 7500;
+  struct Shape {
+    int64_t rows, cols;
+  };
+  bool any_packed = false;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0})
+    for (const Shape sh : {Shape{1, 32}, Shape{15, 96}, Shape{16, 64}, Shape{17, 288},
+                           Shape{33, 576}, Shape{47, 1056}, Shape{203, 160}}) {
+      const Weights w(t, sh.rows, sh.cols, seed++);
+      for (const KernelTable* k : levels()) {
+        TensorView packed = w.view;
+        const std::shared_ptr<void> copy = prepack_with(*k, packed);
+        EXPECT_EQ(copy != nullptr, k->pack_q8_0 != nullptr);
+        any_packed = any_packed || copy != nullptr;
+        for (int64_t n_tok : {1, 5, 16, 64}) {
+          const auto x = random_floats(static_cast<size_t>(n_tok * sh.cols), seed++, -3.0f, 3.0f);
+          std::vector<float> ref(static_cast<size_t>(n_tok * sh.rows)), got(ref.size());
+          matmul_with(*k, w.view, x.data(), n_tok, ref.data(), pool(1));
+          for (int threads : {1, 2, 3}) {
+            std::fill(got.begin(), got.end(), NAN);
+            matmul_with(*k, packed, x.data(), n_tok, got.data(), pool(threads));
+            ASSERT_EQ(std::memcmp(ref.data(), got.data(), ref.size() * 4), 0)
+                << dtype_name(t) << " " << cpu_level_name(k->level) << " rows " << sh.rows
+                << " cols " << sh.cols << " n_tok " << n_tok << " threads " << threads;
+          }
+          // Every other level ignores this level's packed copy.
+          for (const KernelTable* other : levels()) {
+            if (other == k) continue;
+            std::vector<float> a(ref.size()), b(ref.size());
+            matmul_with(*other, w.view, x.data(), n_tok, a.data(), pool(2));
+            matmul_with(*other, packed, x.data(), n_tok, b.data(), pool(2));
+            ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+          }
+        }
+      }
+    }
+  // Types the kernels read as stored are not packed.
+  const Weights f(DType::kF16, 16, 64, seed++);
+  TensorView fv = f.view;
+  for (const KernelTable* k : levels()) EXPECT_EQ(prepack_with(*k, fv), nullptr);
+  EXPECT_EQ(fv.packed, nullptr);
+  if (!any_packed) GTEST_SKIP() << "no kernel level on this CPU packs weights";
+}
+
 TEST(Matmul, PublicEntryUsesActiveLevel) {
   const Weights w(DType::kQ8_0, 9, 64, 77);
   const auto x = random_floats(3 * 64, 78);
