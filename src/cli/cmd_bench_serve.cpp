@@ -1,10 +1,18 @@
-// kvserve bench serve: the batching engine under concurrent load, driven in-process (no HTTP):
-// output tokens/s, time to first token and inter-token latency (p50/p99) at several client
-// counts, continuous batching against the static baseline in the same run. Output lengths are
-// mixed (uniform in [--gen-min, --gen-max], the same draws for both schedulers).
+// kvserve bench serve: the batching engine under concurrent load: output tokens/s, time to
+// first token and inter-token latency (p50/p99) at several client counts, continuous batching
+// against the static baseline in the same run. Output lengths are mixed (uniform in
+// [--gen-min, --gen-max], the same draws for every scheduler and transport).
+//
+// Two transports share the workload, the engine options, the statistics and the table: by
+// default the clients talk to the EngineLoop in-process; with --http they send streaming
+// /v1/completions requests to the real HTTP server (server::HttpServer, as `kvserve serve`)
+// on a free loopback port and time the server-sent events as they arrive.
+#include <httplib.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -13,6 +21,7 @@
 #include "core/cpu_features.h"
 #include "engine/engine_loop.h"
 #include "model/synth.h"
+#include "server/http_server.h"
 
 namespace kvserve::cli {
 
@@ -32,6 +41,7 @@ struct BenchServeFlags {
   std::string kv_type = "f16";
   std::string preemption = "recompute";  // recompute, swap or both: compared in one run
   int kv_blocks = 0;                     // > 0: a cache this small (forces preemption)
+  bool http = false;                     // drive the HTTP server over loopback
   bool json = false;
 };
 
@@ -71,8 +81,184 @@ Result<std::string> bench_model_path(const BenchServeFlags& f) {
   return path;
 }
 
-Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKind kind,
-                           int n_clients, KvType kv_type, PreemptionMode preemption) {
+// One request of the workload.
+struct BenchRequest {
+  std::vector<int32_t> prompt;  // [prompt_len] random ids in [3, n_vocab)
+  int max_tokens = 0;           // uniform in [gen_min, gen_max]; generated in full (ignore_eos)
+};
+
+// Client c's requests, seeded by c: the same prompts and lengths for every scheduler and
+// transport.
+std::vector<BenchRequest> client_workload(const BenchServeFlags& f, int n_vocab, int c) {
+  Rng rng(1000 + c);
+  std::vector<BenchRequest> out(f.requests_per_client);
+  for (BenchRequest& r : out) {
+    for (int i = 0; i < f.prompt_len; ++i) {
+      r.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (n_vocab - 3)));
+    }
+    r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
+  }
+  return out;
+}
+
+// Arrival times seen by one client. A request calls start() when sent and arrival() whenever
+// new tokens reach the client: the first arrival gives the TTFT, later ones an inter-token gap.
+class LatencyLog {
+ public:
+  void start() {
+    last_ = Clock::now();
+    first_ = true;
+  }
+  void arrival() {
+    const auto now = Clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    (first_ ? ttft_ms : itl_ms).push_back(ms);
+    first_ = false;
+    last_ = now;
+  }
+  void merge(const LatencyLog& o) {
+    ttft_ms.insert(ttft_ms.end(), o.ttft_ms.begin(), o.ttft_ms.end());
+    itl_ms.insert(itl_ms.end(), o.itl_ms.begin(), o.itl_ms.end());
+    n_tokens += o.n_tokens;
+  }
+
+  std::vector<double> ttft_ms, itl_ms;
+  int64_t n_tokens = 0;  // output tokens received
+
+ private:
+  Clock::time_point last_;
+  bool first_ = true;
+};
+
+// Sends one request and waits for all of it, logging arrivals. One per client thread.
+using Sender = std::function<Status(const BenchRequest&, LatencyLog&)>;
+
+// In-process: submit to the engine, read its channel.
+Sender engine_sender(EngineLoop& engine) {
+  return [&engine](const BenchRequest& br, LatencyLog& log) -> Status {
+    auto req = std::make_shared<Request>();
+    SeqSpec s;
+    s.prompt = br.prompt;
+    s.max_tokens = br.max_tokens;
+    s.ignore_eos = true;
+    req->seqs.push_back(s);
+    log.start();
+    KV_RETURN_IF_ERROR(engine.submit(req));
+    for (bool done = false; !done;) {
+      for (const SeqEvent& e : req->channel->wait(std::chrono::milliseconds(100))) {
+        if (!e.tokens.empty()) {
+          log.arrival();
+          log.n_tokens += static_cast<int64_t>(e.tokens.size());
+        }
+        done |= e.finished;
+      }
+    }
+    return Status::ok();
+  };
+}
+
+// Splits a server-sent-event stream into the payloads of its `data:` lines.
+class SseReader {
+ public:
+  template <typename OnData>
+  void feed(const char* p, size_t n, OnData&& on_data) {
+    buf_.append(p, n);
+    for (size_t end; (end = buf_.find("\n\n")) != std::string::npos;) {
+      std::istringstream event(buf_.substr(0, end));
+      buf_.erase(0, end + 2);
+      for (std::string line; std::getline(event, line);) {
+        if (line.rfind("data: ", 0) == 0) on_data(line.substr(6));
+      }
+    }
+  }
+
+ private:
+  std::string buf_;
+};
+
+// Over HTTP: a streaming /v1/completions request on a kept-alive loopback connection. A chunk
+// with text is an arrival (the server sends one per token unless a token's text is held back,
+// e.g. an incomplete UTF-8 character); the token count comes from the usage chunk.
+Sender http_sender(int port) {
+  auto cli = std::make_shared<httplib::Client>("127.0.0.1", port);
+  cli->set_keep_alive(true);
+  cli->set_tcp_nodelay(true);
+  cli->set_read_timeout(600, 0);
+  return [cli](const BenchRequest& br, LatencyLog& log) -> Status {
+    const nlohmann::json body = {
+        {"prompt", br.prompt}, {"max_tokens", br.max_tokens},
+        {"temperature", 0},    {"ignore_eos", true},
+        {"stream", true},      {"stream_options", {{"include_usage", true}}}};
+    SseReader sse;
+    int64_t n_usage = -1;
+    bool saw_done = false;
+    std::string head;  // the start of the body, for error messages
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.headers = {{"Content-Type", "application/json"}};
+    req.body = body.dump();
+    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      if (head.size() < 512) head.append(data, std::min<size_t>(n, 512 - head.size()));
+      sse.feed(data, n, [&](const std::string& payload) {
+        if (payload == "[DONE]") {
+          saw_done = true;
+          return;
+        }
+        const auto j = nlohmann::json::parse(payload, nullptr, false);
+        if (!j.is_object()) return;
+        if (j.contains("usage") && j["usage"].is_object()) {
+          n_usage = j["usage"].value("completion_tokens", int64_t{0});
+        }
+        for (const auto& c : j.value("choices", nlohmann::json::array())) {
+          if (c.contains("text") && c["text"].is_string() &&
+              !c["text"].get<std::string>().empty()) {
+            log.arrival();
+            break;
+          }
+        }
+      });
+      return true;
+    };
+    log.start();
+    auto res = cli->send(req);
+    if (!res) return io_error("HTTP request failed: " + httplib::to_string(res.error()));
+    if (res->status != 200) {
+      return io_error("HTTP " + std::to_string(res->status) + " from the server: " + head);
+    }
+    if (!saw_done || n_usage < 0) return io_error("the event stream ended early: " + head);
+    log.n_tokens += n_usage;
+    return Status::ok();
+  };
+}
+
+// Runs n_clients threads; each sends its workload one request after another through its own
+// sender. The merged log, or the first failure.
+Result<LatencyLog> drive_clients(const BenchServeFlags& f, int n_vocab, int n_clients,
+                                 const std::function<Sender(int)>& make_sender) {
+  std::mutex mu;
+  LatencyLog all;  // guarded by mu
+  Status failure;  // guarded by mu
+  std::vector<std::thread> threads;
+  for (int c = 0; c < n_clients; ++c) {
+    threads.emplace_back([&, c, send = make_sender(c)] {
+      LatencyLog mine;
+      Status st;
+      for (const BenchRequest& r : client_workload(f, n_vocab, c)) {
+        if (st = send(r, mine); !st.is_ok()) break;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      all.merge(mine);
+      if (!st.is_ok() && failure.is_ok()) failure = st;
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (!failure.is_ok()) return failure;
+  return all;
+}
+
+EngineLoopOptions bench_engine_options(const BenchServeFlags& f, SchedulerKind kind, int n_clients,
+                                       KvType kv_type, PreemptionMode preemption) {
   EngineLoopOptions o;
   o.engine.kv_type_k = o.engine.kv_type_v = kv_type;
   o.engine.n_threads = f.n_threads;
@@ -84,61 +270,42 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   o.sched.max_seqs = n_clients;
   o.sched.max_batch_tokens = f.max_batch_tokens;
   o.max_queue = n_clients * f.requests_per_client;
-  KV_ASSIGN_OR_RETURN(auto engine, EngineLoop::create(m, o));
+  return o;
+}
 
-  std::mutex mu;
-  std::vector<double> ttft, itl;
-  std::atomic<int64_t> n_tokens{0};
-  const auto t0 = Clock::now();
-  std::vector<std::thread> threads;
-  for (int c = 0; c < n_clients; ++c) {
-    threads.emplace_back([&, c] {
-      Rng rng(1000 + c);  // same prompts and lengths for every scheduler
-      std::vector<double> my_ttft, my_itl;
-      for (int r = 0; r < f.requests_per_client; ++r) {
-        auto req = std::make_shared<Request>();
-        SeqSpec s;
-        for (int i = 0; i < f.prompt_len; ++i) {
-          s.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
-        }
-        s.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
-        s.ignore_eos = true;
-        req->seqs.push_back(s);
-        const auto start = Clock::now();
-        if (!engine->submit(req).is_ok()) continue;
-        auto last = start;
-        bool first = true, done = false;
-        while (!done) {
-          for (const SeqEvent& e : req->channel->wait(std::chrono::milliseconds(100))) {
-            const auto now = Clock::now();
-            if (!e.tokens.empty()) {
-              const double ms = std::chrono::duration<double, std::milli>(now - last).count();
-              (first ? my_ttft : my_itl).push_back(ms);
-              first = false;
-              last = now;
-              n_tokens += static_cast<int64_t>(e.tokens.size());
-            }
-            done |= e.finished;
-          }
-        }
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      ttft.insert(ttft.end(), my_ttft.begin(), my_ttft.end());
-      itl.insert(itl.end(), my_itl.begin(), my_itl.end());
-    });
+Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKind kind,
+                           int n_clients, KvType kv_type, PreemptionMode preemption) {
+  KV_ASSIGN_OR_RETURN(
+      auto engine,
+      EngineLoop::create(m, bench_engine_options(f, kind, n_clients, kv_type, preemption)));
+  std::unique_ptr<server::HttpServer> http;  // stopped before the engine goes
+  std::function<Sender(int)> make_sender = [&](int) { return engine_sender(*engine); };
+  if (f.http) {
+    server::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;  // any free port
+    so.model_name = "bench";
+    http = std::make_unique<server::HttpServer>(so);
+    KV_RETURN_IF_ERROR(http->start(n_clients + 8));
+    http->set_engine(engine.get(), "");
+    make_sender = [port = http->port()](int) { return http_sender(port); };
   }
-  for (auto& t : threads) t.join();
+  const auto t0 = Clock::now();
+  Result<LatencyLog> log = drive_clients(f, m.config.n_vocab, n_clients, make_sender);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (http) http->drain_and_stop(std::chrono::milliseconds(0));
+  if (!log) return log.status();
   RunResult r;
   r.scheduler = kind == SchedulerKind::kStatic ? "static" : "continuous";
   r.preemption = preemption == PreemptionMode::kSwap ? "swap" : "recompute";
   r.clients = n_clients;
-  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  r.tokens = n_tokens.load();
+  r.seconds = seconds;
+  r.tokens = log->n_tokens;
   r.tps = r.tokens / r.seconds;
-  r.ttft_p50 = percentile(ttft, 0.5);
-  r.ttft_p99 = percentile(ttft, 0.99);
-  r.itl_p50 = percentile(itl, 0.5);
-  r.itl_p99 = percentile(itl, 0.99);
+  r.ttft_p50 = percentile(log->ttft_ms, 0.5);
+  r.ttft_p99 = percentile(log->ttft_ms, 0.99);
+  r.itl_p50 = percentile(log->itl_ms, 0.5);
+  r.itl_p99 = percentile(log->itl_ms, 0.99);
   r.preemptions = engine->stats().preemptions_total.load();
   r.swapped = engine->stats().swapped_out_total.load();
   return r;
@@ -167,9 +334,10 @@ int run_bench_serve(const BenchServeFlags& f) {
   if (f.schedulers.find("continuous") != std::string::npos)
     kinds.push_back(SchedulerKind::kContinuous);
   if (f.schedulers.find("static") != std::string::npos) kinds.push_back(SchedulerKind::kStatic);
-  std::printf("model %s, prompt %d tokens, output %d..%d tokens, %d requests per client\n",
+  std::printf("model %s, prompt %d tokens, output %d..%d tokens, %d requests per client, %s\n",
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
-              f.requests_per_client);
+              f.requests_per_client,
+              f.http ? "over HTTP (streaming /v1/completions, loopback)" : "in-process");
   std::vector<PreemptionMode> modes;
   if (f.preemption.find("recompute") != std::string::npos)
     modes.push_back(PreemptionMode::kRecompute);
@@ -223,6 +391,7 @@ int run_bench_serve(const BenchServeFlags& f) {
     j["bench"] = "serve";
     j["cpu"] = cpu_level_name(cpu_level());
     j["model"] = std::filesystem::path(*path).filename().string();
+    j["transport"] = f.http ? "http" : "in-process";
     for (const auto& r : rows) {
       j["results"].push_back({{"scheduler", r.scheduler},
                               {"preemption", r.preemption},
@@ -267,6 +436,9 @@ void register_bench_serve(CLI::App* bench, int* rc) {
       ->capture_default_str();
   cmd->add_option("--kv-blocks", f->kv_blocks, "KV cache blocks (small values force preemption)");
   cmd->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  cmd->add_flag("--http", f->http,
+                "drive the real HTTP server on a loopback port with streaming requests "
+                "(default: the engine in-process)");
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");
   cmd->callback([f, rc] { *rc = run_bench_serve(*f); });
 }

@@ -38,19 +38,20 @@ size_t utf8_incomplete_tail(const std::string& s) {
   return 0;
 }
 
-// Log-softmax of the distribution the sampler draws from: logits / T (raw logits when greedy).
+// Log-softmax of the model's raw logits: the distribution before the repetition penalty,
+// temperature and truncation (top-k/p, min-p) shape what the sampler draws from. This is what
+// vLLM returns by default (logprobs_mode=raw_logprobs).
 struct LogSoftmax {
-  float mx = 0, inv_t = 1, log_z = 0;
-  float operator()(float x) const { return (x - mx) * inv_t - log_z; }
+  float mx = 0, log_z = 0;
+  float operator()(float x) const { return x - mx - log_z; }
 };
 
-LogSoftmax log_softmax(const float* logits, int n_vocab, float temperature) {
+LogSoftmax log_softmax(const float* logits, int n_vocab) {
   LogSoftmax ls;
-  ls.inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
   ls.mx = logits[0];
   for (int i = 1; i < n_vocab; ++i) ls.mx = std::max(ls.mx, logits[i]);
   double sum = 0;
-  for (int i = 0; i < n_vocab; ++i) sum += std::exp((logits[i] - ls.mx) * ls.inv_t);
+  for (int i = 0; i < n_vocab; ++i) sum += std::exp(logits[i] - ls.mx);
   ls.log_z = static_cast<float>(std::log(sum));
   return ls;
 }
@@ -287,11 +288,11 @@ void EngineLoop::process_output(Sequence& seq, float* logits) {
   const int n_vocab = model_.config.n_vocab;
   TokenLogprob lp;
   const bool want_lp = spec.n_logprobs >= 0;
-  std::vector<float> raw;  // logits before the sampler edits them (penalty)
+  std::vector<float> raw;  // [n_vocab] the model's logits, before the sampler edits them
   LogSoftmax ls;
   if (want_lp) {
     raw.assign(logits, logits + n_vocab);
-    ls = log_softmax(raw.data(), n_vocab, spec.sampling.temperature);
+    ls = log_softmax(raw.data(), n_vocab);
     lp.top = top_k_logprobs(raw.data(), n_vocab, spec.n_logprobs, ls);
   }
   const int32_t t = seq.sampler.sample(logits, n_vocab, seq.tokens);

@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <ctime>
 
@@ -63,10 +64,18 @@ void apply(ChoiceResult& c, const SeqEvent& e) {
   }
 }
 
+// httplib::Server with its listening socket exposed: cpp-httplib 0.11 listens with a backlog of
+// 5, so a burst of clients connecting at once overflows it and some wait a SYN retransmission
+// (1 s) before they are even accepted; start() raises the backlog.
+class Listener : public httplib::Server {
+ public:
+  int listening_socket() const { return svr_sock_.load(); }
+};
+
 }  // namespace
 
 HttpServer::HttpServer(const ServerOptions& opts)
-    : opts_(opts), svr_(std::make_unique<httplib::Server>()) {
+    : opts_(opts), svr_(std::make_unique<Listener>()) {
   add_routes();
 }
 
@@ -82,9 +91,18 @@ Status HttpServer::start(int n_threads) {
   svr_->new_task_queue = [n] { return new httplib::ThreadPool(n); };
   svr_->set_payload_max_length(opts_.max_body_bytes);
   svr_->set_keep_alive_timeout(2);
-  if (!svr_->bind_to_port(opts_.host, opts_.port)) {
+  // Each stream chunk is a small write: without TCP_NODELAY, Nagle's algorithm holds it until the
+  // client acknowledges the previous one (up to its delayed-ACK timeout, 40 ms on Linux).
+  svr_->set_tcp_nodelay(true);
+  port_ = opts_.port;
+  if (opts_.port == 0) {
+    port_ = svr_->bind_to_any_port(opts_.host);
+    if (port_ <= 0) return io_error("cannot listen on " + opts_.host + " (any port)");
+  } else if (!svr_->bind_to_port(opts_.host, opts_.port)) {
     return io_error("cannot listen on " + opts_.host + ":" + std::to_string(opts_.port));
   }
+  // listen() again on a listening socket only changes its backlog.
+  ::listen(static_cast<Listener&>(*svr_).listening_socket(), SOMAXCONN);
   thread_ = std::thread([this] { svr_->listen_after_bind(); });
   return Status::ok();
 }
@@ -198,21 +216,14 @@ void HttpServer::handle_generate(const httplib::Request& hreq, httplib::Response
   }
   if (!st.is_ok()) return send_error(res, error(400, st.message(), "invalid_request_error"));
   if (p.stream) return respond_stream(res, req, p);
-  respond_full(res, req, p);
+  respond_full(hreq, res, req, p);
 }
 
-void HttpServer::respond_full(httplib::Response& res, const std::shared_ptr<Request>& req,
-                              const ParsedRequest& p) {
-  ActiveGuard guard(n_active_);
-  std::vector<ChoiceResult> choices(req->seqs.size());
-  size_t n_done = 0;
-  while (n_done < choices.size()) {
-    for (const SeqEvent& e : req->channel->wait(kPoll)) {
-      apply(choices[e.index], e);
-      n_done += e.finished;
-    }
-  }
-  const Tokenizer* tok = ctx_.model->tokenizer.get();
+namespace {
+
+// The body of a non-streaming answer, once every choice has finished.
+json full_response(const ParsedRequest& p, const std::vector<ChoiceResult>& choices,
+                   const Tokenizer* tok, const std::string& id, const std::string& model) {
   json out_choices = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
@@ -234,13 +245,70 @@ void HttpServer::respond_full(httplib::Response& res, const std::shared_ptr<Requ
     }
     out_choices.push_back(choice);
   }
-  send_json(res, 200,
-            {{"id", next_id(p.chat)},
-             {"object", p.chat ? "chat.completion" : "text_completion"},
-             {"created", static_cast<int64_t>(std::time(nullptr))},
-             {"model", opts_.model_name},
-             {"choices", out_choices},
-             {"usage", usage_json(choices, p.n)}});
+  return {{"id", id},
+          {"object", p.chat ? "chat.completion" : "text_completion"},
+          {"created", static_cast<int64_t>(std::time(nullptr))},
+          {"model", model},
+          {"choices", out_choices},
+          {"usage", usage_json(choices, p.n)}};
+}
+
+// State of one non-streaming answer, shared by the provider calls and the releaser.
+struct FullState {
+  std::shared_ptr<Request> req;
+  ParsedRequest p;
+  std::vector<ChoiceResult> choices;
+  size_t n_done = 0;
+  std::unique_ptr<ActiveGuard> guard;
+
+  // Takes the events that arrived within one poll interval; true when every choice finished.
+  bool collect() {
+    for (const SeqEvent& e : req->channel->wait(kPoll)) {
+      apply(choices[e.index], e);
+      n_done += e.finished;
+    }
+    return n_done == choices.size();
+  }
+};
+
+}  // namespace
+
+// The answer is one JSON object, written when every choice has finished. While waiting, the
+// handler must notice a client that hangs up (its sequences would otherwise run to the end):
+// the body goes out through a chunked content provider, which between polls asks the sink
+// whether the connection is still usable (cpp-httplib's is_writable peeks the socket and sees
+// the client's FIN or RST). A departed client is cancelled within one poll interval and its
+// blocks are freed on the engine's next step. HTTP/1.0 has no chunked encoding: those clients
+// get a Content-Length body and no disconnect detection.
+void HttpServer::respond_full(const httplib::Request& hreq, httplib::Response& res,
+                              const std::shared_ptr<Request>& req, const ParsedRequest& p) {
+  auto st = std::make_shared<FullState>();
+  st->req = req;
+  st->p = p;
+  st->choices.resize(req->seqs.size());
+  st->guard = std::make_unique<ActiveGuard>(n_active_);
+  const std::string id = next_id(p.chat);
+  const Tokenizer* tok = ctx_.model->tokenizer.get();
+  if (hreq.version == "HTTP/1.0") {
+    while (!st->collect()) {
+    }
+    return send_json(res, 200, full_response(p, st->choices, tok, id, opts_.model_name));
+  }
+  EngineLoop* engine = engine_.load();
+  res.set_chunked_content_provider(
+      "application/json",
+      [st, tok, id, model = opts_.model_name](size_t, httplib::DataSink& sink) {
+        if (!st->collect()) return sink.is_writable();  // false: the client is gone
+        const std::string body = dump(full_response(st->p, st->choices, tok, id, model));
+        if (!sink.write(body.data(), body.size())) return false;
+        sink.done();
+        return true;
+      },
+      [st, engine](bool) {
+        // The client went away (or the write failed) before the end: stop and free the blocks.
+        if (st->n_done < st->choices.size()) engine->cancel(st->req);
+        st->guard.reset();
+      });
 }
 
 namespace {

@@ -26,7 +26,7 @@ namespace kvserve::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;
+  int port = 8080;         // 0: any free port (port() tells which)
   std::string api_key;     // non-empty: /v1/* require "Authorization: Bearer <key>"
   std::string model_name;  // the id /v1/models reports
   int n_http_threads = 0;  // 0: enough for max_seqs + max_queue streams
@@ -43,6 +43,8 @@ class HttpServer {
   // Binds host:port and starts serving on a background thread. /health answers 503 and the
   // generation routes 503 until set_engine(). io_error when the address cannot be bound.
   Status start(int n_threads);
+  // The port bound by start() (the chosen one when ServerOptions::port was 0).
+  int port() const { return port_; }
   // Publishes the engine (it must outlive stop()). chat_template: a family name or empty.
   void set_engine(EngineLoop* engine, const std::string& chat_template);
   // Refuses new requests (503), waits up to `timeout` for those in flight, stops listening.
@@ -51,13 +53,14 @@ class HttpServer {
  private:
   void add_routes();
   void handle_generate(const httplib::Request& req, httplib::Response& res, bool chat);
-  void respond_full(httplib::Response& res, const std::shared_ptr<Request>& req,
-                    const ParsedRequest& p);
+  void respond_full(const httplib::Request& hreq, httplib::Response& res,
+                    const std::shared_ptr<Request>& req, const ParsedRequest& p);
   void respond_stream(httplib::Response& res, const std::shared_ptr<Request>& req,
                       const ParsedRequest& p);
   std::string next_id(bool chat);
 
   ServerOptions opts_;
+  int port_ = 0;
   std::unique_ptr<httplib::Server> svr_;
   std::thread thread_;
   std::atomic<EngineLoop*> engine_{nullptr};

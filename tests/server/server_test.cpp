@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -173,6 +174,30 @@ void stream_and_vanish(int port, const json& body, size_t n_bytes) {
   ::close(fd);
 }
 
+// Connects to the server and sends `method path` with a JSON body over HTTP/`version`; the
+// open socket (the caller reads and closes it), or -1.
+int send_raw(int port, const std::string& path, const json& body,
+             const std::string& version = "1.1") {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  const std::string b = body.dump();
+  const std::string req = "POST " + path + " HTTP/" + version +
+                          "\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                          std::to_string(b.size()) + "\r\n\r\n" + b;
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // SSE body -> the JSON chunks; sets *done when it ends with [DONE].
 std::vector<json> sse_chunks(const std::string& body, bool* done) {
   std::vector<json> out;
@@ -290,6 +315,49 @@ TEST_F(ServerTest, BatchPromptsEchoAndLogprobs) {
   ASSERT_EQ(lp["token_logprobs"].size(), 4u);
   EXPECT_LE(lp["token_logprobs"][0].get<double>(), 0.0);
   EXPECT_EQ(lp["top_logprobs"][0].size(), 3u);
+}
+
+// Logprobs are the model's raw distribution, before the repetition penalty, temperature and
+// truncation (vLLM's default, logprobs_mode=raw_logprobs): the first token's alternatives are
+// the same whatever the request samples with.
+TEST_F(ServerTest, LogprobsAreRawModelLogprobs) {
+  auto first_logprobs = [&](const json& sampling) {
+    json b = greedy(json::array({1, 50, 60, 70, 50, 60, 50}), 1);
+    b["logprobs"] = 5;
+    b.update(sampling);
+    auto r = post(*server_, "/v1/completions", b);
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+    return json::parse(r->body)["choices"][0]["logprobs"];
+  };
+  const json raw = first_logprobs(json::object());
+  const json& top = raw["top_logprobs"][0];
+  ASSERT_EQ(top.size(), 5u);
+  double p_sum = 0;
+  for (const auto& [token, lp] : top.items()) p_sum += std::exp(lp.get<double>());
+  EXPECT_LE(p_sum, 1.0 + 1e-5);
+  // Greedy picks the most likely token: its logprob is the best alternative's.
+  double best = -1e30;
+  for (const auto& [token, lp] : top.items()) best = std::max(best, lp.get<double>());
+  EXPECT_NEAR(raw["token_logprobs"][0].get<double>(), best, 1e-5);
+
+  const json variants[] = {{{"temperature", 1.7}, {"seed", 3}},
+                           {{"temperature", 0.3}, {"top_k", 2}, {"seed", 4}},
+                           {{"repetition_penalty", 3.0}},
+                           {{"presence_penalty", 1.5}, {"frequency_penalty", 1.5}}};
+  for (const json& v : variants) {
+    const json got = first_logprobs(v);
+    const json& got_top = got["top_logprobs"][0];
+    ASSERT_EQ(got_top.size(), top.size()) << v.dump();
+    for (const auto& [token, lp] : top.items()) {
+      ASSERT_TRUE(got_top.contains(token)) << v.dump() << " lacks " << token;
+      EXPECT_NEAR(got_top[token].get<double>(), lp.get<double>(), 1e-5) << v.dump();
+    }
+    // Whatever token was sampled, its logprob is the raw one (when it is in the top 5).
+    const std::string t = got["tokens"][0];
+    if (top.contains(t)) {
+      EXPECT_NEAR(got["token_logprobs"][0].get<double>(), top[t].get<double>(), 1e-5) << v.dump();
+    }
+  }
 }
 
 TEST_F(ServerTest, Chat) {
@@ -563,6 +631,72 @@ TEST(ServerLifecycle, DisconnectMidStreamFreesBlocks) {
   const double n_generated = metric(s, "kvserve_generated_tokens_total");
   EXPECT_GT(n_generated, 0);
   EXPECT_LT(n_generated, 1000) << "the request ran to the end instead of being cancelled";
+}
+
+// A non-streaming client that hangs up while its answer is being generated: the server notices
+// while it waits for the result, cancels the sequence and frees its blocks long before the
+// request would have finished (it would run all 1000 tokens otherwise).
+TEST(ServerLifecycle, DisconnectNonStreamingAbortsRequest) {
+  ServerProcess s({}, slow_model_path(), "1100");
+  ASSERT_TRUE(s.wait_ready());
+  const int n_max = 1000;
+  const int fd = send_raw(s.port(), "/v1/completions", greedy("Once upon", n_max));
+  ASSERT_GE(fd, 0);
+  // Hang up once the request is running and has produced a few tokens.
+  for (int i = 0; i < 500 && metric(s, "kvserve_generated_tokens_total") < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_GE(metric(s, "kvserve_requests_running"), 1) << "the request finished too early";
+  ::close(fd);
+  EXPECT_TRUE(no_leaks(s));
+  const double n_generated = metric(s, "kvserve_generated_tokens_total");
+  EXPECT_GT(n_generated, 0);
+  EXPECT_LT(n_generated, n_max / 2) << "the request ran on after its client left";
+  EXPECT_EQ(metric(s, "kvserve_requests_running"), 0);
+  EXPECT_GT(metric(s, "kvserve_kv_blocks_free") + metric(s, "kvserve_kv_blocks_cached"), 0);
+  // The server still answers.
+  auto r = post(s, "/v1/completions", greedy("again", 4));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+}
+
+// Non-streaming answers use chunked encoding (so the server can watch the connection while it
+// waits); an HTTP/1.0 client, which cannot take chunks, gets a Content-Length body.
+TEST_F(ServerTest, NonStreamingFraming) {
+  for (const std::string version : {"1.1", "1.0"}) {
+    const int fd = send_raw(server_->port(), "/v1/completions", greedy("frame", 5), version);
+    ASSERT_GE(fd, 0);
+    std::string got;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      got.append(buf, static_cast<size_t>(n));
+      if (version == "1.1" && got.find("\r\n0\r\n\r\n") != std::string::npos) break;
+    }
+    ::close(fd);
+    ASSERT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+    const size_t body_at = got.find("\r\n\r\n");
+    ASSERT_NE(body_at, std::string::npos);
+    const std::string head = got.substr(0, body_at);
+    std::string body = got.substr(body_at + 4);
+    if (version == "1.1") {
+      EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
+      std::string joined;  // the chunks' payloads
+      for (size_t at = 0;;) {
+        const size_t eol = body.find("\r\n", at);
+        ASSERT_NE(eol, std::string::npos) << body;
+        const size_t n = std::stoul(body.substr(at, eol - at), nullptr, 16);
+        if (n == 0) break;
+        joined += body.substr(eol + 2, n);
+        at = eol + 2 + n + 2;
+      }
+      body = joined;
+    } else {
+      EXPECT_NE(head.find("Content-Length: "), std::string::npos) << head;
+    }
+    const json j = json::parse(body);
+    EXPECT_EQ(j["usage"]["completion_tokens"], 5);
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  }
 }
 
 TEST(ServerLifecycle, SigtermDrainsInFlightRequests) {

@@ -1,0 +1,80 @@
+// End-to-end: `kvserve bench serve` on the tiny synth demo model, in-process and over HTTP
+// (--http: the real server on a loopback port, streaming requests). Both print the same table
+// and JSON with plausible numbers, and run the same workload.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/run_kvserve.h"
+#include "test_models.h"
+
+namespace kvserve {
+namespace {
+
+using json = nlohmann::json;
+using test::Proc;
+using test::run_kvserve;
+
+// The JSON object on the last line of the output.
+json last_json_line(const std::string& out) {
+  const size_t at = out.rfind("\n{");
+  return json::parse(at == std::string::npos ? out : out.substr(at + 1), nullptr, false);
+}
+
+TEST(BenchServe, HttpModeMatchesInProcessWorkload) {
+  const std::string model = test::synth_model_path("demo", DType::kF32, 11);
+  const std::string args = "bench serve -m " + model +
+                           " --clients 1,2 --requests-per-client 2 --prompt-len 8"
+                           " --gen-min 4 --gen-max 12 -t 1 --json";
+  const Proc http = run_kvserve(args + " --http", false);
+  ASSERT_EQ(http.rc, 0) << http.out;
+  const Proc local = run_kvserve(args, false);
+  ASSERT_EQ(local.rc, 0) << local.out;
+  EXPECT_NE(http.out.find("over HTTP"), std::string::npos) << http.out;
+  for (const char* col :
+       {"scheduler", "clients", "tokens/s", "ttft p50", "ttft p99", "itl p50", "itl p99"}) {
+    EXPECT_NE(http.out.find(col), std::string::npos) << col;
+  }
+  EXPECT_NE(http.out.find("continuous vs static, 2 clients:"), std::string::npos) << http.out;
+
+  const json jh = last_json_line(http.out);
+  const json jl = last_json_line(local.out);
+  ASSERT_TRUE(jh.is_object()) << http.out;
+  ASSERT_TRUE(jl.is_object()) << local.out;
+  EXPECT_EQ(jh["transport"], "http");
+  EXPECT_EQ(jl["transport"], "in-process");
+  ASSERT_EQ(jh["results"].size(), 4u);  // {continuous, static} x {1, 2} clients
+  ASSERT_EQ(jl["results"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const json& r = jh["results"][i];
+    const int clients = r["clients"];
+    SCOPED_TRACE(r.dump());
+    // The same seeded workload, generated in full (ignore_eos): the same token counts.
+    EXPECT_EQ(r["scheduler"], jl["results"][i]["scheduler"]);
+    EXPECT_EQ(r["tokens"], jl["results"][i]["tokens"]);
+    EXPECT_GE(r["tokens"].get<int>(), clients * 2 * 4);
+    EXPECT_LE(r["tokens"].get<int>(), clients * 2 * 12);
+    EXPECT_GT(r["seconds"].get<double>(), 0.0);
+    EXPECT_GT(r["tokens_per_s"].get<double>(), 0.0);
+    const double ttft50 = r["ttft_ms_p50"], ttft99 = r["ttft_ms_p99"];
+    const double itl50 = r["itl_ms_p50"], itl99 = r["itl_ms_p99"];
+    EXPECT_GT(ttft50, 0.0);
+    EXPECT_GE(ttft99, ttft50);
+    EXPECT_LT(ttft99, 10000.0);
+    EXPECT_GE(itl50, 0.0);
+    EXPECT_GE(itl99, itl50);
+    EXPECT_LT(itl99, 10000.0);
+    EXPECT_EQ(r["preemptions"], 0);
+  }
+}
+
+TEST(BenchServe, RejectsBadLengths) {
+  const std::string model = test::synth_model_path("demo", DType::kF32, 11);
+  const Proc p = run_kvserve("bench serve -m " + model + " --http --gen-min 9 --gen-max 3");
+  EXPECT_NE(p.rc, 0);
+  EXPECT_NE(p.out.find("--gen-min"), std::string::npos) << p.out;
+}
+
+}  // namespace
+}  // namespace kvserve
