@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "kv/kv_type.h"
 
@@ -21,6 +22,17 @@ float fp8_e4m3_decode(uint8_t b);
 void kv_encode_row(KvType t, const float* x, uint8_t* row, int hd);
 // Element c of a per-token row of type t (q4: V layout).
 float kv_decode(KvType t, const uint8_t* row, int hd, int c);
+
+// Converts x[n] to n fp16 (resp. bf16) values at out (2n bytes, any alignment), bit for bit
+// fp32_to_fp16 (resp. fp32_to_bf16) of each element, NaN included: a NaN becomes the fp16
+// sign | 0x7e00 (payload dropped), or the bf16 of its top bits with the quiet bit set. (Exact
+// under the default round-to-nearest mode, which fp32_to_fp16's subnormal path follows.) Uses
+// the best SIMD path of cpu_level() (F16C for f16); the overloads with a level force a path,
+// capped at cpu_level(), for tests and benchmarks. kv_encode_row calls these for f16 and bf16.
+void fp32_to_fp16_row(const float* x, void* out, int n);
+void fp32_to_fp16_row(const float* x, void* out, int n, CpuLevel level);
+void fp32_to_bf16_row(const float* x, void* out, int n);
+void fp32_to_bf16_row(const float* x, void* out, int n, CpuLevel level);
 
 // Quantizes a q4 K tile from n f16 rows ([n][hd], n <= block_size; n is the block size when
 // called by the storage): header of per-channel scales and mins, then n nibble rows.
