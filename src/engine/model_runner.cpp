@@ -33,7 +33,10 @@ void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, i
 
 ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool,
                          const KvPolicy& policy)
-    : model_(model), cfg_(model.config), kv_(kv), pool_(pool),
+    : model_(model),
+      cfg_(model.config),
+      kv_(kv),
+      pool_(pool),
       rope_(model.config, model.rope_freqs.present()
                               ? static_cast<const float*>(model.rope_freqs.data)
                               : nullptr) {
@@ -104,9 +107,8 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   att_.resize(q_.size());
 
   rmsnorm_rows(x_.data(), w.attn_norm, xn_.data(), n, d, cfg_.rms_eps);
-  kernels::matmul(w.wq, xn_.data(), n, q_.data(), pool_);
-  kernels::matmul(w.wk, xn_.data(), n, k_.data(), pool_);
-  kernels::matmul(w.wv, xn_.data(), n, v_.data(), pool_);
+  const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+  kernels::matmul_jobs(qkv, xn_.data(), n, pool_);
   add_bias(q_.data(), w.bq, n, q_dim);
   add_bias(k_.data(), w.bk, n, kv_dim);
   add_bias(v_.data(), w.bv, n, kv_dim);
@@ -171,8 +173,8 @@ void ModelRunner::ffn_block(int l, int n) {
   gate_.resize(static_cast<size_t>(n) * ff);
   up_.resize(gate_.size());
   rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps);
-  kernels::matmul(w.w_gate, xn_.data(), n, gate_.data(), pool_);
-  kernels::matmul(w.w_up, xn_.data(), n, up_.data(), pool_);
+  const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
+  kernels::matmul_jobs(gate_up, xn_.data(), n, pool_);
   kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff, pool_);
   kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool_);
   add_into(x_.data(), proj_.data(), proj_.size());

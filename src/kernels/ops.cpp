@@ -212,83 +212,125 @@ T* grow(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
+namespace {
+
+MatmulFn matmul_fn(const KernelTable& k, DType t) {
+  switch (t) {
+    case DType::kF32:
+      return k.matmul_f32;
+    case DType::kF16:
+      return k.matmul_f16;
+    case DType::kBF16:
+      return k.matmul_bf16;
+    case DType::kQ8_0:
+      return k.matmul_q8_0;
+    case DType::kQ4_0:
+      return k.matmul_q4_0;
+    default:
+      return nullptr;  // k-quants: dequantized rows (matmul_kquant)
+  }
+}
+
+// x quantized to q8_0 blocks for the integer kernels of weight type t (per-thread scratch).
+QuantActs quantize_x(const KernelTable& k, DType t, const float* x, int64_t n_tok, int64_t cols,
+                     ThreadPool& pool) {
+  KV_ASSERT(cols % kQK8_0 == 0);
+  const int64_t nb = cols / kQK8_0;
+  Scratch& s = scratch();
+  int8_t* qs = grow(s.qs, static_cast<size_t>(n_tok * cols));
+  float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
+  int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
+  int32_t* corr = k.wants_corr ? grow(s.corr, static_cast<size_t>(n_tok * nb)) : nullptr;
+  const int32_t corr_mul = t == DType::kQ8_0 ? 16 : 1;
+  auto quant = [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0; i < t1; ++i) {
+      k.quantize_acts(x + i * cols, cols, qs + i * cols, d + i * nb, s8 + i * nb);
+      if (corr)
+        for (int64_t b = i * nb; b < (i + 1) * nb; ++b) corr[b] = corr_mul * s8[b];
+    }
+  };
+  if (n_tok * cols >= 64 * 1024)
+    pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
+  else
+    quant(0, n_tok);
+  return QuantActs{qs, d, s8, corr};
+}
+
+// q4_K / q6_K: each weight row dequantized once, then an f32 dot per token.
+void matmul_kquant(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok,
+                   float* y, int64_t grain, ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+    float* buf = grow(scratch().row, static_cast<size_t>(cols));
+    for (int64_t r = r0; r < r1; ++r) {
+      dequantize_row(w.type, w.row(r), buf, cols);
+      for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = k.dot_f32(buf, x + t * cols, cols);
+    }
+  });
+}
+
+}  // namespace
+
+void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
+                      int64_t n_tok, ThreadPool& pool) {
+  if (jobs.empty() || n_tok <= 0) return;
+  const TensorView& w0 = *jobs[0].w;
+  const int64_t cols = w0.cols();
+  bool same = true;
+  for (const MatmulJob& j : jobs) same = same && j.w->type == w0.type && j.w->cols() == cols;
+  if (!same) {  // one input, several layouts: one job at a time
+    for (const MatmulJob& j : jobs) matmul_jobs_with(k, {&j, 1}, x, n_tok, pool);
+    return;
+  }
+  // Enough work per task that dispatch overhead stays small (~32 KiB of weights per token).
+  const int64_t work_per_row = static_cast<int64_t>(w0.row_stride()) * n_tok;
+  const int64_t grain = std::max<int64_t>(4, (32 * 1024 + work_per_row - 1) / work_per_row);
+  const MatmulFn fn = matmul_fn(k, w0.type);
+  if (!fn) {
+    for (const MatmulJob& j : jobs) matmul_kquant(k, *j.w, x, n_tok, j.y, grain, pool);
+    return;
+  }
+  const bool quant = w0.type == DType::kQ8_0 || w0.type == DType::kQ4_0;
+  const QuantActs qa = quant ? quantize_x(k, w0.type, x, n_tok, cols, pool) : QuantActs{};
+  // Every job's rows cut into units (the integer kernels' row tiles), numbered across jobs, so
+  // one parallel pass covers them all and a thread moves on to the next matrix when one ends.
+  const int64_t unit = quant ? k.quant_row_unit : 1;
+  constexpr size_t kMaxJobs = 8;
+  KV_ASSERT(jobs.size() <= kMaxJobs);
+  MatArgs args[kMaxJobs];
+  int64_t first_unit[kMaxJobs + 1] = {0};
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const TensorView& w = *jobs[i].w;
+    MatArgs& a = args[i];
+    a = MatArgs{};
+    a.w = static_cast<const uint8_t*>(w.data);
+    a.w_stride = w.row_stride();
+    a.cols = cols;
+    a.n_tok = n_tok;
+    a.x = x;
+    a.qa = qa;
+    a.y = jobs[i].y;
+    a.ldy = w.rows();
+    a.packed = w.packed_for == &k ? w.packed : nullptr;
+    first_unit[i + 1] = first_unit[i] + (w.rows() + unit - 1) / unit;
+  }
+  const int64_t unit_grain = std::max<int64_t>(1, (grain + unit - 1) / unit);
+  const size_t n_jobs = jobs.size();
+  pool.parallel_for(first_unit[n_jobs], unit_grain, [&](int64_t u0, int64_t u1) {
+    for (size_t i = 0; i < n_jobs && u0 < u1; ++i) {
+      const int64_t b = std::max(u0, first_unit[i]), e = std::min(u1, first_unit[i + 1]);
+      if (b >= e) continue;
+      const int64_t rows = args[i].ldy;
+      fn(args[i], (b - first_unit[i]) * unit, std::min(rows, (e - first_unit[i]) * unit));
+    }
+  });
+}
+
 void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
                  ThreadPool& pool) {
-  const int64_t rows = w.rows(), cols = w.cols();
-  if (rows <= 0 || n_tok <= 0) return;
-  MatArgs a{};
-  a.w = static_cast<const uint8_t*>(w.data);
-  a.w_stride = w.row_stride();
-  a.cols = cols;
-  a.n_tok = n_tok;
-  a.x = x;
-  a.y = y;
-  a.ldy = rows;
-  a.packed = w.packed_for == &k ? w.packed : nullptr;
-
-  // Enough work per task that dispatch overhead stays small (~32 KiB of weights per token).
-  const int64_t work_per_row = static_cast<int64_t>(a.w_stride) * n_tok;
-  const int64_t grain = std::max<int64_t>(4, (32 * 1024 + work_per_row - 1) / work_per_row);
-
-  MatmulFn fn = nullptr;
-  switch (w.type) {
-    case DType::kF32:
-      fn = k.matmul_f32;
-      break;
-    case DType::kF16:
-      fn = k.matmul_f16;
-      break;
-    case DType::kBF16:
-      fn = k.matmul_bf16;
-      break;
-    case DType::kQ8_0:
-    case DType::kQ4_0: {
-      KV_ASSERT(cols % kQK8_0 == 0);
-      fn = w.type == DType::kQ8_0 ? k.matmul_q8_0 : k.matmul_q4_0;
-      const int64_t nb = cols / kQK8_0;
-      Scratch& s = scratch();
-      int8_t* qs = grow(s.qs, static_cast<size_t>(n_tok * cols));
-      float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
-      int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
-      int32_t* corr = k.wants_corr ? grow(s.corr, static_cast<size_t>(n_tok * nb)) : nullptr;
-      const int32_t corr_mul = w.type == DType::kQ8_0 ? 16 : 1;
-      auto quant = [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          k.quantize_acts(x + t * cols, cols, qs + t * cols, d + t * nb, s8 + t * nb);
-          if (corr)
-            for (int64_t b = t * nb; b < (t + 1) * nb; ++b) corr[b] = corr_mul * s8[b];
-        }
-      };
-      if (n_tok * cols >= 64 * 1024)
-        pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
-      else
-        quant(0, n_tok);
-      a.qa = QuantActs{qs, d, s8, corr};
-      // Row ranges start at multiples of the kernel's row unit.
-      const int64_t unit = k.quant_row_unit;
-      const int64_t n_units = (rows + unit - 1) / unit;
-      const int64_t unit_grain = std::max<int64_t>(1, (grain + unit - 1) / unit);
-      pool.parallel_for(n_units, unit_grain, [&](int64_t u0, int64_t u1) {
-        fn(a, u0 * unit, std::min(rows, u1 * unit));
-      });
-      return;
-    }
-    case DType::kQ4_K:
-    case DType::kQ6_K: {
-      // Dequantize each weight row once, then an f32 dot per token.
-      const DType type = w.type;
-      pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
-        float* buf = grow(scratch().row, static_cast<size_t>(cols));
-        for (int64_t r = r0; r < r1; ++r) {
-          dequantize_row(type, a.w + static_cast<size_t>(r) * a.w_stride, buf, cols);
-          for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = k.dot_f32(buf, x + t * cols, cols);
-        }
-      });
-      return;
-    }
-  }
-  KV_ASSERT(fn != nullptr);
-  pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1) { fn(a, r0, r1); });
+  if (w.rows() <= 0) return;
+  const MatmulJob job{&w, y};
+  matmul_jobs_with(k, {&job, 1}, x, n_tok, pool);
 }
 
 std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w) {
@@ -315,6 +357,10 @@ std::shared_ptr<void> prepack(TensorView& w) {
 
 void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool) {
   matmul_with(active_kernels(), w, x, n_tok, y, pool);
+}
+
+void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok, ThreadPool& pool) {
+  matmul_jobs_with(active_kernels(), jobs, x, n_tok, pool);
 }
 
 void get_row(const TensorView& w, int64_t row, float* out) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "model/tensor.h"
@@ -18,6 +19,15 @@ namespace kvserve::kernels {
 // x: [n_tok][W.cols()] f32, y: [n_tok][W.rows()] f32. Rows are split across the pool.
 // Quantized weights (q8_0, q4_0) quantize x to q8_0 blocks and use integer dot products.
 void matmul(const TensorView& w, const float* x, int64_t n_tok, float* y, ThreadPool& pool);
+
+// Several matrices applied to the same x (Q, K, V; gate, up): y_i = W_i x for each job, with
+// x quantized once and one parallel pass over all their rows, so the threads meet once instead
+// of once per matrix. Results are bitwise those of matmul() on each. At most 8 jobs.
+struct MatmulJob {
+  const TensorView* w;
+  float* y;  // [n_tok][w->rows()]
+};
+void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok, ThreadPool& pool);
 
 // Packs w (q8_0 / q4_0) once into the layout the active kernels' matmul reads, so it is not
 // rearranged on every call, and points w.packed at the copy, which the returned handle owns

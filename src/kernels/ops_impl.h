@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "core/cpu_features.h"
 
@@ -18,6 +19,8 @@ class ThreadPool;
 }  // namespace kvserve
 
 namespace kvserve::kernels {
+
+struct MatmulJob;  // ops.h
 
 // Activations quantized to 32-element blocks (like q8_0 with a float scale) for the integer
 // matmul kernels. Token t's data starts at qs + t * cols, d + t * nb, s8 + t * nb.
@@ -91,6 +94,8 @@ const KernelTable& active_kernels();
 void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
                  ThreadPool& pool);
 std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w);
+void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
+                      int64_t n_tok, ThreadPool& pool);
 
 namespace scalar {
 const KernelTable& table();

@@ -302,6 +302,43 @@ TEST(Matmul, PrepackedWeightsBitwiseEqual) {
   if (!any_packed) GTEST_SKIP() << "no kernel level on this CPU packs weights";
 }
 
+// Several matrices on one input (Q/K/V, gate/up) in one pass: bitwise the separate results, for
+// every level, packed or not, with row counts that split the integer kernels' row units, and
+// with mixed types (run one by one).
+TEST(Matmul, JobsEqualSeparateCalls) {
+  uint32_t seed = 7700;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kF16, DType::kF32, DType::kQ6_K}) {
+    const int64_t cols = t == DType::kQ6_K ? 256 : 96;
+    Weights a(t, 47, cols, seed++), b(t, 16, cols, seed++), c(t, 100, cols, seed++);
+    const Weights mixed(DType::kF32, 9, cols, seed++);
+    for (const KernelTable* k : levels()) {
+      TensorView pa = a.view, pb = b.view, pc = c.view;
+      const auto ka = prepack_with(*k, pa), kb = prepack_with(*k, pb), kc = prepack_with(*k, pc);
+      for (int64_t n_tok : {1, 7, 16}) {
+        const auto x = random_floats(static_cast<size_t>(n_tok * cols), seed++, -2.0f, 2.0f);
+        std::vector<float> ya(n_tok * 47), yb(n_tok * 16), yc(n_tok * 100), ym(n_tok * 9);
+        std::vector<float> ra(ya.size()), rb(yb.size()), rc(yc.size()), rm(ym.size());
+        matmul_with(*k, a.view, x.data(), n_tok, ra.data(), pool(1));
+        matmul_with(*k, b.view, x.data(), n_tok, rb.data(), pool(1));
+        matmul_with(*k, c.view, x.data(), n_tok, rc.data(), pool(1));
+        matmul_with(*k, mixed.view, x.data(), n_tok, rm.data(), pool(1));
+        for (int threads : {1, 2, 3}) {
+          const MatmulJob jobs[] = {
+              {&pa, ya.data()}, {&pb, yb.data()}, {&pc, yc.data()}, {&mixed.view, ym.data()}};
+          // The first three share a type; the mixed one makes the call go job by job.
+          for (size_t n_jobs : {size_t{3}, size_t{4}}) {
+            matmul_jobs_with(*k, std::span(jobs, n_jobs), x.data(), n_tok, pool(threads));
+            ASSERT_EQ(std::memcmp(ya.data(), ra.data(), ya.size() * 4), 0) << dtype_name(t);
+            ASSERT_EQ(std::memcmp(yb.data(), rb.data(), yb.size() * 4), 0) << dtype_name(t);
+            ASSERT_EQ(std::memcmp(yc.data(), rc.data(), yc.size() * 4), 0) << dtype_name(t);
+          }
+          ASSERT_EQ(std::memcmp(ym.data(), rm.data(), ym.size() * 4), 0) << dtype_name(t);
+        }
+      }
+    }
+  }
+}
+
 TEST(Matmul, PublicEntryUsesActiveLevel) {
   const Weights w(DType::kQ8_0, 9, 64, 77);
   const auto x = random_floats(3 * 64, 78);
