@@ -199,12 +199,26 @@ inline __mmask16 lane_mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Blocks [b0, b1) of G groups (panels gstride bytes apart) x NT tokens from t0, accumulating
-// into y (first: start from 0, else continue from the partial sums stored in y).
+// The panels a tile reads, and what to prefetch meanwhile.
+struct Panels {
+  const uint8_t* p;  // group 0's panel; group g's at p + g * gstride
+  size_t gstride;
+  // Packed weights: the next panels, prefetched into L2 a share per block while this tile
+  // computes (the hardware prefetcher alone leaves the tiles waiting on memory; into L1 was
+  // slower, and further ahead no better).
+  const uint8_t* pf = nullptr;
+  int64_t pf_bytes = 0;
+};
+
+// Blocks [b0, b1) of G groups x NT tokens from t0, accumulating into y (first: start from 0,
+// else continue from the partial sums stored in y).
 template <int G, int NT>
-void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r, int64_t nr,
-              int64_t t0, int64_t b0, int64_t b1, bool first) {
+void int_tile(const MatArgs& a, const Panels& pn, int64_t r, int64_t nr, int64_t t0, int64_t b0,
+              int64_t b1, bool first) {
+  const uint8_t* panel = pn.p;
+  const size_t gstride = pn.gstride;
   const int64_t nb = a.cols / kBlk;
+  const int64_t pf_step = pn.pf ? (pn.pf_bytes + nb * 64 - 1) / (nb * 64) * 64 : 0;
   const int8_t* xq[NT];
   const int32_t* xc[NT];
   const float* xd[NT];
@@ -222,6 +236,8 @@ void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r,
   }
   const uint8_t* scales = panel + nb * kPanelQuantBytes;
   for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t off = b * pf_step; off < (b + 1) * pf_step && off < pn.pf_bytes; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(pn.pf + off), _MM_HINT_T1);
     const uint8_t* pb = panel + b * kPanelQuantBytes;
     __m512i is[G][NT];
     for (int t = 0; t < NT; ++t) {
@@ -253,12 +269,12 @@ void int_tile(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r,
 }
 
 template <int G, int NT = kTokTileInt>
-void int_tiles(const MatArgs& a, const uint8_t* panel, size_t gstride, int64_t r, int64_t nr,
-               int64_t t0, int64_t nt, int64_t b0, int64_t b1, bool first) {
+void int_tiles(const MatArgs& a, const Panels& pn, int64_t r, int64_t nr, int64_t t0, int64_t nt,
+               int64_t b0, int64_t b1, bool first) {
   if constexpr (NT > 1) {
-    if (nt < NT) return int_tiles<G, NT - 1>(a, panel, gstride, r, nr, t0, nt, b0, b1, first);
+    if (nt < NT) return int_tiles<G, NT - 1>(a, pn, r, nr, t0, nt, b0, b1, first);
   }
-  int_tile<G, NT>(a, panel, gstride, r, nr, t0, b0, b1, first);
+  int_tile<G, NT>(a, pn, r, nr, t0, b0, b1, first);
 }
 
 // Per-thread panel buffer (grows to the largest group pair seen; never shrinks; freed when the
@@ -296,14 +312,23 @@ void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
       for (int g = 0; g < groups; ++g)
         prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1, buf + g * gstride);
     }
+    Panels pn{panel, gstride};
+    const int64_t r_next = r + kGroup * kGroupsPerTile;
+    if (a.packed && r_next < r1) {
+      pn.pf = panel + groups * gstride;  // packed groups are contiguous
+      pn.pf_bytes = static_cast<int64_t>(
+          min64(kGroupsPerTile, (r1 - r_next + kGroup - 1) / kGroup) * gstride);
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += kc) {
       const int64_t b1 = min64(nb, b0 + kc);
       for (int64_t t0 = 0; t0 < a.n_tok; t0 += kTokTileInt) {
         const int64_t nt = min64(kTokTileInt, a.n_tok - t0);
+        Panels tile = pn;
+        if (t0 > 0) tile.pf = nullptr;  // once per slice
         if (groups == 2)
-          int_tiles<2>(a, panel, gstride, r, nr, t0, nt, b0, b1, b0 == 0);
+          int_tiles<2>(a, tile, r, nr, t0, nt, b0, b1, b0 == 0);
         else
-          int_tiles<1>(a, panel, gstride, r, nr, t0, nt, b0, b1, b0 == 0);
+          int_tiles<1>(a, tile, r, nr, t0, nt, b0, b1, b0 == 0);
       }
     }
   }
