@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "core/aligned.h"
 #include "core/cpu_features.h"
 #include "core/membw.h"
 #include "kernels/ops.h"
@@ -236,7 +237,8 @@ int run_kernels(const BenchKernelFlags& f) {
       w.n_bytes = wdata.size();
       const std::shared_ptr<void> packed = f.prepack ? kernels::prepack_with(*k, w) : nullptr;
       for (int nt : *toks) {
-        std::vector<float> x(static_cast<size_t>(nt) * cols), y(static_cast<size_t>(nt) * rows);
+        AlignedFloats x(static_cast<size_t>(nt) * cols);  // as the engine's activations
+        std::vector<float> y(static_cast<size_t>(nt) * rows);
         for (float& v : x) v = u(rng);
         kernels::matmul_with(*k, w, x.data(), nt, y.data(), pool);  // warm up
         std::vector<double> times;

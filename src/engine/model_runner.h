@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/aligned.h"
 #include "core/thread_pool.h"
 #include "engine/batch.h"
 #include "engine/k_smoothing.h"
@@ -50,15 +51,16 @@ class ModelRunner {
   // Activations, resized per batch; n = batch rows.
   std::vector<int> pos_;                    // [n]
   std::vector<float> rope_cos_, rope_sin_;  // [n][head_dim/2]
-  std::vector<float> x_;                    // [n][n_embd] residual stream
-  std::vector<float> xn_;                   // [n][n_embd] normed input of a block
-  std::vector<float> q_;                    // [n][q_dim]
-  std::vector<float> q_sink_;     // [n][q_dim] queries as the sink keys see them (sinks on)
-  std::vector<float> k_, v_;      // [n][kv_dim]
-  std::vector<float> att_;        // [n][q_dim]
-  std::vector<float> proj_;       // [n][n_embd] block output before the residual add
-  std::vector<float> gate_, up_;  // [n][n_ff]
-  std::vector<float> out_rows_;   // [n_outputs][n_embd]
+  // Matmul inputs and outputs are 64-byte aligned (core/aligned.h).
+  AlignedFloats x_;          // [n][n_embd] residual stream
+  AlignedFloats xn_;         // [n][n_embd] normed input of a block
+  AlignedFloats q_;          // [n][q_dim]
+  AlignedFloats q_sink_;     // [n][q_dim] queries as the sink keys see them (sinks on)
+  AlignedFloats k_, v_;      // [n][kv_dim]
+  AlignedFloats att_;        // [n][q_dim]
+  AlignedFloats proj_;       // [n][n_embd] block output before the residual add
+  AlignedFloats gate_, up_;  // [n][n_ff]
+  AlignedFloats out_rows_;   // [n_outputs][n_embd]
 };
 
 }  // namespace kvserve
