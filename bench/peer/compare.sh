@@ -26,8 +26,8 @@ if [ ! -x "$bench_bin" ]; then
   NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --omit=optional node-llama-cpp@3.22.1 \
     @node-llama-cpp/linux-x64@3.22.1 >&2
   [ -d llama.cpp-src ] || git clone -q node_modules/node-llama-cpp/llama/gitRelease.bundle llama.cpp-src
-  # Not GGML_NATIVE: this VM advertises AMX but faults on tile instructions, and llama.cpp's
-  # native build then crashes in its AMX path. Name the ISA explicitly instead.
+  # Not GGML_NATIVE: llama.cpp's native build crashed in its AMX path on this VM. Name the ISA
+  # explicitly instead.
   cmake -S llama.cpp-src -B llama.cpp-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
     -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON \
     -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
@@ -52,9 +52,10 @@ for m in "${models[@]}"; do
   # llama.cpp: pp = prefill of n_prompt tokens, tg = n_gen tokens generated from an empty context.
   "$bench_bin" -m "$m" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 3 -o json > "$out/$name.llama.json"
   # kvserve: the same two measurements, f16 KV like llama.cpp's default.
-  "$kvserve" bench decode -m "$m" -t "$threads" --contexts "$n_prompt" --gen 1 --skip-nocache --json \
-    | tail -n 1 > "$out/$name.kv_pp.json"
-  "$kvserve" bench decode -m "$m" -t "$threads" --contexts 1 --gen "$n_gen" --skip-nocache --json \
-    | tail -n 1 > "$out/$name.kv_tg.json"
+  # Like llama-bench -r 3: a warm-up run, then the mean of 3.
+  "$kvserve" bench decode -m "$m" -t "$threads" --contexts "$n_prompt" --gen 1 --skip-nocache \
+    --repeat 3 --json | tail -n 1 > "$out/$name.kv_pp.json"
+  "$kvserve" bench decode -m "$m" -t "$threads" --contexts 1 --gen "$n_gen" --skip-nocache \
+    --repeat 3 --json | tail -n 1 > "$out/$name.kv_tg.json"
 done
 python3 "$here/report.py" "$out" "$threads"

@@ -34,6 +34,8 @@ struct BenchDecodeFlags {
   std::string kv_type = "f16";
   int block_size = 16;
   int n_threads = 0;
+  int repeat = 1;      // measured runs per point (mean)
+  bool warmup = true;  // one unmeasured run first
   bool json = false;
 };
 
@@ -41,10 +43,13 @@ struct Row {
   std::string model;
   int ctx;
   bool cache;
-  double prefill_tps, decode_tps, ms_per_token;
+  double prefill_tps = 0, decode_tps = 0, ms_per_token = 0;
   double bytes_per_token = 0;  // weights + KV read by one decode step (cached mode)
 };
 
+// One (context, cache mode) point: a warm-up run, then --repeat runs on the same engine (its KV
+// pages and buffers already touched, as llama-bench measures), each on a fresh random prompt with
+// the prefix cache off; tokens/s are the mean over the runs.
 Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags& f,
                     KvType kv_type) {
   const int n_gen = cache ? f.n_gen : f.n_nocache_steps + 1;
@@ -53,21 +58,32 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
   eo.kv_type_k = eo.kv_type_v = kv_type;
   eo.n_threads = f.n_threads;
   eo.n_ctx = ctx + n_gen + 1;
+  eo.prefix_cache = false;
   KV_ASSIGN_OR_RETURN(auto gen, Generator::create(m, eo));
-  GenerateRequest req;
-  Rng rng(1234 + ctx);
-  for (int i = 0; i < ctx; ++i)
-    req.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
-  req.n_predict = n_gen;
-  req.ignore_eos = true;
-  req.use_kv_cache = cache;
-  KV_ASSIGN_OR_RETURN(GenerateResult r, gen->generate(req));
   Row row;
   row.ctx = ctx;
   row.cache = cache;
-  row.prefill_tps = ctx * 1000.0 / r.prefill_ms;
-  row.ms_per_token = r.n_decode_steps ? r.decode_ms / r.n_decode_steps : 0;
-  row.decode_tps = row.ms_per_token > 0 ? 1000.0 / row.ms_per_token : 0;
+  const int runs = std::max(1, f.repeat) + (f.warmup ? 1 : 0);
+  int n_measured = 0;
+  for (int run = 0; run < runs; ++run) {
+    GenerateRequest req;
+    Rng rng(1234 + ctx + 7919 * run);
+    for (int i = 0; i < ctx; ++i)
+      req.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (m.config.n_vocab - 3)));
+    req.n_predict = n_gen;
+    req.ignore_eos = true;
+    req.use_kv_cache = cache;
+    KV_ASSIGN_OR_RETURN(GenerateResult r, gen->generate(req));
+    if (f.warmup && run == 0) continue;
+    const double ms_tok = r.n_decode_steps ? r.decode_ms / r.n_decode_steps : 0;
+    row.prefill_tps += ctx * 1000.0 / r.prefill_ms;
+    row.decode_tps += ms_tok > 0 ? 1000.0 / ms_tok : 0;
+    row.ms_per_token += ms_tok;
+    ++n_measured;
+  }
+  row.prefill_tps /= n_measured;
+  row.decode_tps /= n_measured;
+  row.ms_per_token /= n_measured;
   // A decode step reads every weight once and the K/V of every cached position (the mean
   // context over the measured steps).
   const double mean_ctx = ctx + n_gen / 2.0;
@@ -303,6 +319,10 @@ void register_bench(CLI::App& app, int* rc) {
   dec->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
   dec->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
   dec->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  dec->add_option("--repeat", f->repeat, "measured runs per point (tokens/s are their mean)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  dec->add_flag("!--no-warmup", f->warmup, "measure the first run too (cold pages and caches)");
   dec->add_flag("--json", f->json, "also print the results as one JSON object");
   dec->callback([f, rc] { *rc = run_decode(*f); });
   auto kf = std::make_shared<BenchKernelFlags>();
