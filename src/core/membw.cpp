@@ -2,17 +2,23 @@
 
 #include <sys/mman.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <atomic>
+
+#include "core/cpu_features.h"
 
 namespace kvserve {
 
 namespace {
 
-// Sum of 64-bit words with 8 independent accumulators, so the loop is bound by loads; the
-// compiler vectorizes it at the baseline ISA, which is enough to saturate memory.
+// Sum of 64-bit words with 8 independent accumulators (the compiler vectorizes it at the
+// baseline ISA).
 uint64_t sum_words(const uint64_t* p, size_t n) {
   uint64_t a[8] = {};
   size_t i = 0;
@@ -25,6 +31,29 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
   return s;
 }
 
+#if defined(__x86_64__)
+// The same sum with full-width loads and a software prefetch into L2 ahead of them, as the
+// decode kernels read their weights: the baseline loop above measured 15-20 % below what those
+// kernels reach on this kind of machine, which would put the "roofline" under the achieved rate.
+__attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* p, size_t n) {
+  constexpr size_t kAhead = 256;  // words (2 KiB)
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + kAhead), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + kAhead + 16), _MM_HINT_T1);
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p + i));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(p + i + 8));
+    a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(p + i + 16));
+    a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(p + i + 24));
+  }
+  const __m512i s = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, s);
+  return sum_words(lanes, 8) + sum_words(p + i, n - i);
+}
+#endif
+
 }  // namespace
 
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
@@ -35,13 +64,17 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
   pool.parallel_for(static_cast<int64_t>(n_words), 1 << 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) words[i] = static_cast<uint64_t>(i);
   });
+  uint64_t (*sum)(const uint64_t*, size_t) = sum_words;
+#if defined(__x86_64__)
+  if (cpu_features().avx512f) sum = sum_words_avx512;
+#endif
   double best = 0;
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     std::atomic<uint64_t> total{0};
     pool.parallel_for(static_cast<int64_t>(n_words), 1 << 20, [&](int64_t b, int64_t e) {
-      total += sum_words(words + b, static_cast<size_t>(e - b));
+      total += sum(words + b, static_cast<size_t>(e - b));
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     sink = sink + total.load();
