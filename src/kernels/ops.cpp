@@ -1,8 +1,6 @@
 // Dispatch for the dense kernels, and the portable scalar implementations.
 #include "kernels/ops.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +9,7 @@
 
 #include "core/assert.h"
 #include "core/cpu_features.h"
+#include "core/huge_pages.h"
 #include "kernels/ops_impl.h"
 #include "kernels/quant.h"
 
@@ -335,35 +334,13 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
   matmul_jobs_with(k, {&job, 1}, x, n_tok, pool);
 }
 
-namespace {
-
-// Memory for a packed copy: 2 MiB-aligned and advised into transparent huge pages, since decode
-// streams it end to end every token (4 KiB pages cost a TLB miss every 64 lines).
-std::shared_ptr<void> huge_page_buffer(size_t bytes) {
-  constexpr size_t kHuge = size_t{2} << 20;
-  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* p =
-      ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  const uintptr_t base = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t start = (base + kHuge - 1) / kHuge * kHuge;
-  if (start > base) ::munmap(p, start - base);  // trim to the aligned range
-  if (base + len + kHuge > start + len)
-    ::munmap(reinterpret_cast<void*>(start + len), base + len + kHuge - (start + len));
-  void* q = reinterpret_cast<void*>(start);
-  ::madvise(q, len, MADV_HUGEPAGE);  // advice only
-  return std::shared_ptr<void>(q, [len](void* m) { ::munmap(m, len); });
-}
-
-}  // namespace
-
 std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w) {
   const auto pack = w.type == DType::kQ8_0   ? k.pack_q8_0
                     : w.type == DType::kQ4_0 ? k.pack_q4_0
                                              : nullptr;
   if (!pack || !k.packed_bytes || !w.present() || w.cols() % kQK8_0 != 0) return nullptr;
   const size_t bytes = (k.packed_bytes(w.rows(), w.cols()) + 63) / 64 * 64;
-  std::shared_ptr<void> buf = huge_page_buffer(bytes);
+  std::shared_ptr<void> buf = alloc_huge_pages(bytes);
   if (!buf) return nullptr;  // no memory for the copy: the kernels pack per call instead
   MatArgs a{};
   a.w = static_cast<const uint8_t*>(w.data);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "core/huge_pages.h"
 #include "kernels/ops.h"
 #include "model/gguf.h"
 #include "model/llama2c.h"
@@ -252,26 +253,50 @@ Result<std::unique_ptr<Model>> load_gguf_model(const std::string& path) {
   return m;
 }
 
-// Packs every matmul weight the kernels can use packed. For a mapped GGUF file the packed
-// tensors' pages are then dropped from the mapping (they are clean file pages, read back on
-// demand if a kernel without packing ever needs them), so the weights are not resident twice.
+// Drops the pages of [p, p + n) from a read-only file mapping: clean file pages, read back on
+// demand if anything touches them again.
+void release_mapped(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// Lays out the matmul weights for streaming, once at load. q8_0 / q4_0 weights the kernels
+// pack (kernels::prepack) get their packed copy; weights of a mapped GGUF file that the kernels
+// read as stored (f16, bf16, f32, k-quants) are copied into huge pages, since streaming them from
+// the file mapping's 4 KiB pages costs a TLB miss every 64 lines (f16 decode: 0.93x). Either way
+// the file's pages of that tensor are then dropped, so the weights are not resident twice.
+// Copies live in Model::packed.
 void prepack_weights(Model& m) {
   const bool mapped = m.format == "gguf";
-  auto pack = [&](TensorView& w, bool release) {
-    std::shared_ptr<void> p = kernels::prepack(w);
-    if (!p) return;
+  auto relocate = [&](TensorView& w) {
+    std::shared_ptr<void> p = alloc_huge_pages(w.n_bytes);
+    if (!p) return;  // stays in the mapping
+    std::memcpy(p.get(), w.data, w.n_bytes);
+    release_mapped(w.data, w.n_bytes);
+    w.data = p.get();
     m.packed.push_back(std::move(p));
-    if (!release) return;
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(w.data) + w.n_bytes) / page * page;
-    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  };
+  auto prepare = [&](TensorView& w) {
+    if (!w.present()) return;
+    if (std::shared_ptr<void> p = kernels::prepack(w)) {
+      m.packed.push_back(std::move(p));
+      if (mapped) release_mapped(w.data, w.n_bytes);
+    } else if (mapped) {
+      relocate(w);
+    }
   };
   for (LayerWeights& l : m.layers)
-    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
-      pack(*w, mapped);
-  // A tied output shares its bytes with the embedding table, which decode reads row by row.
-  pack(m.output, mapped && m.output.data != m.tok_embd.data);
+    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare(*w);
+  if (m.output.data != m.tok_embd.data) return prepare(m.output);
+  // Tied: the embedding table shares the bytes; decode reads a few of its rows per token.
+  if (std::shared_ptr<void> p = kernels::prepack(m.output)) {
+    m.packed.push_back(std::move(p));
+  } else if (mapped) {
+    relocate(m.output);
+    m.tok_embd.data = m.output.data;
+  }
 }
 
 }  // namespace

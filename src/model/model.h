@@ -33,7 +33,7 @@ struct Model {
   std::vector<LayerWeights> layers;
   std::unique_ptr<Tokenizer> tokenizer;       // may be null (llama2.c without tokenizer file)
   std::shared_ptr<void> storage;              // keeps the mapped file / converted buffers alive
-  std::vector<std::shared_ptr<void>> packed;  // weight copies laid out for the matmul kernels
+  std::vector<std::shared_ptr<void>> packed;  // weight copies laid out for the kernels (load_model)
 
   // Tokens that end generation: EOS, and for llama2.c checkpoints also BOS, which TinyStories-style
   // models emit between stories (run.c stops on it).
@@ -50,8 +50,9 @@ struct Model {
 
 struct LoadOptions {
   std::string tokenizer_path;  // llama2.c: explicit tokenizer.bin; else looked up beside the model
-  // Lay q8_0 / q4_0 matmul weights out once for the active kernels (kernels::prepack) instead
-  // of on every call. Results are identical either way; off only to compare the two.
+  // Lay the matmul weights out for streaming once, at load: q8_0 / q4_0 packed for the active
+  // kernels (kernels::prepack) instead of on every call, the other types of a mapped file
+  // copied into huge pages. Results are identical either way; off only to compare the two.
   bool prepack_weights = true;
 };
 
