@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "engine/generator.h"
 #include "kernels/quant.h"
 #include "model/gguf.h"
 #include "model/llama2c.h"
@@ -288,6 +289,54 @@ TEST(LoaderTest, SynthDemoEveryDtype) {
     EXPECT_LT(amax, 0.04f);
     const std::vector<float> norm = dequant(m->layers[0].ffn_norm);
     EXPECT_TRUE(std::all_of(norm.begin(), norm.end(), [](float x) { return x == 1.0f; }));
+  }
+}
+
+// Weights laid out at load (packed q8_0 / q4_0, the rest moved into huge pages, the file's
+// pages dropped) hold the same values and give bitwise the logits of the model as mapped.
+TEST(LoaderTest, PrepackedWeightsSameBytesAndLogits) {
+  test::TempDir dir;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
+    SCOPED_TRACE(dtype_name(t));
+    const std::string path = dir.file(std::string("pp_") + dtype_name(t) + ".gguf");
+    ASSERT_TRUE(write_synth_model({"demo", t, path, 3}).is_ok());
+    LoadOptions plain;
+    plain.prepack_weights = false;
+    auto a = load_model(path, plain);
+    auto b = load_model(path);
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    const Model &ma = **a, &mb = **b;
+    EXPECT_FALSE(mb.packed.empty());
+    auto same = [](const TensorView& x, const TensorView& y) {
+      ASSERT_EQ(x.n_bytes, y.n_bytes);
+      EXPECT_EQ(std::memcmp(x.data, y.data, x.n_bytes), 0) << x.name;
+      EXPECT_EQ(x.packed, nullptr);
+    };
+    for (size_t l = 0; l < ma.layers.size(); ++l) {
+      same(ma.layers[l].wq, mb.layers[l].wq);
+      same(ma.layers[l].w_down, mb.layers[l].w_down);
+    }
+    same(ma.output, mb.output);
+    EXPECT_EQ(mb.output.data == mb.tok_embd.data, ma.output.data == ma.tok_embd.data);
+    EngineOptions eo;
+    eo.n_ctx = 64;
+    auto ga = Generator::create(ma, eo);
+    auto gb = Generator::create(mb, eo);
+    ASSERT_TRUE(ga.is_ok() && gb.is_ok());
+    GenerateRequest req;
+    req.prompt = {1, 5, 9, 13, 17, 21, 25, 29, 33};
+    req.n_predict = 6;
+    req.ignore_eos = true;
+    req.keep_logits = true;
+    auto ra = (*ga)->generate(req);
+    auto rb = (*gb)->generate(req);
+    ASSERT_TRUE(ra.is_ok() && rb.is_ok());
+    EXPECT_EQ(ra->tokens, rb->tokens);
+    ASSERT_EQ(ra->logits.size(), rb->logits.size());
+    for (size_t i = 0; i < ra->logits.size(); ++i)
+      ASSERT_EQ(std::memcmp(ra->logits[i].data(), rb->logits[i].data(), ra->logits[i].size() * 4),
+                0)
+          << "token " << i;
   }
 }
 
