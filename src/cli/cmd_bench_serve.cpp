@@ -1,7 +1,9 @@
 // kvserve bench serve: the batching engine under concurrent load: output tokens/s, time to
 // first token and inter-token latency (p50/p99) at several client counts, continuous batching
-// against the static baseline in the same run. Output lengths are mixed (uniform in
-// [--gen-min, --gen-max], the same draws for every scheduler and transport).
+// against the static baseline in the same run. Output lengths are mixed (uniform or long-tailed
+// in [--gen-min, --gen-max], the same draws for every scheduler and transport). Besides the
+// whole run's tokens/s, "steady/s" is the rate while every client still had requests to send:
+// the throughput at that many concurrent streams, without the ramp-down at the end.
 //
 // Two transports share the workload, the engine options, the statistics and the table: by
 // default the clients talk to the EngineLoop in-process; with --http they send streaming
@@ -10,6 +12,8 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -36,6 +40,7 @@ struct BenchServeFlags {
   int requests_per_client = 2;
   int prompt_len = 64;
   int gen_min = 16, gen_max = 128;
+  std::string gen_dist = "uniform";  // or lognormal
   int max_batch_tokens = 512;
   int n_threads = 0;
   std::string kv_type = "f16";
@@ -51,6 +56,7 @@ struct RunResult {
   int clients = 0;
   int64_t tokens = 0;
   double seconds = 0, tps = 0;
+  double steady_tps = 0;  // while all clients had work (LatencyLog::steady_tokens)
   double ttft_p50 = 0, ttft_p99 = 0, itl_p50 = 0, itl_p99 = 0;  // ms
   int64_t preemptions = 0, swapped = 0;
 };
@@ -84,7 +90,7 @@ Result<std::string> bench_model_path(const BenchServeFlags& f) {
 // One request of the workload.
 struct BenchRequest {
   std::vector<int32_t> prompt;  // [prompt_len] random ids in [3, n_vocab)
-  int max_tokens = 0;           // uniform in [gen_min, gen_max]; generated in full (ignore_eos)
+  int max_tokens = 0;           // drawn in [gen_min, gen_max]; generated in full (ignore_eos)
 };
 
 // Client c's requests, seeded by c: the same prompts and lengths for every scheduler and
@@ -96,7 +102,19 @@ std::vector<BenchRequest> client_workload(const BenchServeFlags& f, int n_vocab,
     for (int i = 0; i < f.prompt_len; ++i) {
       r.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (n_vocab - 3)));
     }
-    r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
+    if (f.gen_dist == "lognormal") {
+      // Long-tailed, as chat outputs are: median the geometric mean of the bounds, sigma a
+      // quarter of their log ratio (so +-2 sigma spans them), clipped to the bounds.
+      const double u1 = std::max(1e-9, static_cast<double>(rng.uniform()));
+      const double u2 = rng.uniform();
+      const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+      const double lo = f.gen_min, hi = f.gen_max;
+      const double len = std::sqrt(lo * hi) * std::exp(z * std::log(hi / lo) / 4.0);
+      r.max_tokens =
+          static_cast<int>(std::clamp(std::lround(len), long{f.gen_min}, long{f.gen_max}));
+    } else {
+      r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
+    }
   }
   return out;
 }
@@ -109,7 +127,9 @@ class LatencyLog {
     last_ = Clock::now();
     first_ = true;
   }
-  void arrival() {
+  // `tokens` new output tokens arrived (counted live, for the full-concurrency rate).
+  void arrival(int64_t tokens = 1) {
+    if (live) live->fetch_add(tokens, std::memory_order_relaxed);
     const auto now = Clock::now();
     const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
     (first_ ? ttft_ms : itl_ms).push_back(ms);
@@ -123,7 +143,12 @@ class LatencyLog {
   }
 
   std::vector<double> ttft_ms, itl_ms;
-  int64_t n_tokens = 0;  // output tokens received
+  int64_t n_tokens = 0;                  // output tokens received
+  std::atomic<int64_t>* live = nullptr;  // all clients' tokens so far, when shared
+  // Tokens received by all clients while every client still had work, and that time: the
+  // throughput at the full client count, without the ramp-down as clients run out of requests.
+  int64_t steady_tokens = 0;
+  double steady_s = 0;
 
  private:
   Clock::time_point last_;
@@ -147,7 +172,7 @@ Sender engine_sender(EngineLoop& engine) {
     for (bool done = false; !done;) {
       for (const SeqEvent& e : req->channel->wait(std::chrono::milliseconds(100))) {
         if (!e.tokens.empty()) {
-          log.arrival();
+          log.arrival(static_cast<int64_t>(e.tokens.size()));
           log.n_tokens += static_cast<int64_t>(e.tokens.size());
         }
         done |= e.finished;
@@ -239,15 +264,24 @@ Result<LatencyLog> drive_clients(const BenchServeFlags& f, int n_vocab, int n_cl
   std::mutex mu;
   LatencyLog all;  // guarded by mu
   Status failure;  // guarded by mu
+  std::atomic<int64_t> live{0};
+  bool steady_done = false;  // guarded by mu
   std::vector<std::thread> threads;
+  const auto t0 = Clock::now();
   for (int c = 0; c < n_clients; ++c) {
     threads.emplace_back([&, c, send = make_sender(c)] {
       LatencyLog mine;
+      mine.live = &live;
       Status st;
       for (const BenchRequest& r : client_workload(f, n_vocab, c)) {
         if (st = send(r, mine); !st.is_ok()) break;
       }
       std::lock_guard<std::mutex> lock(mu);
+      if (!steady_done) {  // the first client to finish ends the full-concurrency window
+        steady_done = true;
+        all.steady_tokens = live.load();
+        all.steady_s = std::chrono::duration<double>(Clock::now() - t0).count();
+      }
       all.merge(mine);
       if (!st.is_ok() && failure.is_ok()) failure = st;
     });
@@ -302,6 +336,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   r.seconds = seconds;
   r.tokens = log->n_tokens;
   r.tps = r.tokens / r.seconds;
+  r.steady_tps = log->steady_s > 0 ? log->steady_tokens / log->steady_s : r.tps;
   r.ttft_p50 = percentile(log->ttft_ms, 0.5);
   r.ttft_p99 = percentile(log->ttft_ms, 0.99);
   r.itl_p50 = percentile(log->itl_ms, 0.5);
@@ -334,9 +369,9 @@ int run_bench_serve(const BenchServeFlags& f) {
   if (f.schedulers.find("continuous") != std::string::npos)
     kinds.push_back(SchedulerKind::kContinuous);
   if (f.schedulers.find("static") != std::string::npos) kinds.push_back(SchedulerKind::kStatic);
-  std::printf("model %s, prompt %d tokens, output %d..%d tokens, %d requests per client, %s\n",
+  std::printf("model %s, prompt %d tokens, output %d..%d tokens (%s), %d requests per client, %s\n",
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
-              f.requests_per_client,
+              f.gen_dist.c_str(), f.requests_per_client,
               f.http ? "over HTTP (streaming /v1/completions, loopback)" : "in-process");
   std::vector<PreemptionMode> modes;
   if (f.preemption.find("recompute") != std::string::npos)
@@ -344,9 +379,9 @@ int run_bench_serve(const BenchServeFlags& f) {
   if (f.preemption.find("swap") != std::string::npos) modes.push_back(PreemptionMode::kSwap);
   if (modes.empty())
     return report(invalid_argument("--preemption must list recompute and/or swap"));
-  std::printf("%-11s %-9s %7s %9s %11s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
-              "clients", "tokens", "tokens/s", "ttft p50", "ttft p99", "itl p50", "itl p99",
-              "preempt", "swapped");
+  std::printf("%-11s %-9s %7s %9s %11s %10s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
+              "clients", "tokens", "tokens/s", "steady/s", "ttft p50", "ttft p99", "itl p50",
+              "itl p99", "preempt", "swapped");
   std::vector<RunResult> rows;
   for (PreemptionMode mode : modes) {
     for (SchedulerKind k : kinds) {
@@ -354,11 +389,11 @@ int run_bench_serve(const BenchServeFlags& f) {
         auto r = run_load(**m, f, k, c, *kv_type, mode);
         if (!r) return report(r.status());
         rows.push_back(*r);
-        std::printf("%-11s %-9s %7d %9lld %11.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
-                    r->scheduler.c_str(), r->preemption.c_str(), c,
-                    static_cast<long long>(r->tokens), r->tps, r->ttft_p50, r->ttft_p99, r->itl_p50,
-                    r->itl_p99, static_cast<long long>(r->preemptions),
-                    static_cast<long long>(r->swapped));
+        std::printf(
+            "%-11s %-9s %7d %9lld %11.1f %10.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
+            r->scheduler.c_str(), r->preemption.c_str(), c, static_cast<long long>(r->tokens),
+            r->tps, r->steady_tps, r->ttft_p50, r->ttft_p99, r->itl_p50, r->itl_p99,
+            static_cast<long long>(r->preemptions), static_cast<long long>(r->swapped));
         std::fflush(stdout);
       }
     }
@@ -374,10 +409,12 @@ int run_bench_serve(const BenchServeFlags& f) {
     const RunResult* cont = find("continuous", c);
     const RunResult* stat = find("static", c);
     if (cont && one && c > 1) {
-      std::printf("continuous, %d clients vs 1: %.2fx tokens/s\n", c, cont->tps / one->tps);
+      std::printf("continuous, %d clients vs 1: %.2fx tokens/s, %.2fx at full concurrency\n", c,
+                  cont->tps / one->tps, cont->steady_tps / one->steady_tps);
     }
     if (cont && stat) {
-      std::printf("continuous vs static, %d clients: %.2fx tokens/s\n", c, cont->tps / stat->tps);
+      std::printf("continuous vs static, %d clients: %.2fx tokens/s, %.2fx at full concurrency\n",
+                  c, cont->tps / stat->tps, cont->steady_tps / stat->steady_tps);
     }
     const RunResult* swap = find("continuous", c, "swap");
     const RunResult* recompute = find("continuous", c, "recompute");
@@ -400,6 +437,7 @@ int run_bench_serve(const BenchServeFlags& f) {
                               {"tokens", r.tokens},
                               {"seconds", r.seconds},
                               {"tokens_per_s", r.tps},
+                              {"steady_tokens_per_s", r.steady_tps},
                               {"ttft_ms_p50", r.ttft_p50},
                               {"ttft_ms_p99", r.ttft_p99},
                               {"itl_ms_p50", r.itl_p50},
@@ -429,6 +467,10 @@ void register_bench_serve(CLI::App* bench, int* rc) {
   cmd->add_option("--prompt-len", f->prompt_len, "prompt tokens")->capture_default_str();
   cmd->add_option("--gen-min", f->gen_min, "shortest output")->capture_default_str();
   cmd->add_option("--gen-max", f->gen_max, "longest output")->capture_default_str();
+  cmd->add_option("--gen-dist", f->gen_dist,
+                  "output lengths: uniform, or lognormal (long-tailed, like chat outputs)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"uniform", "lognormal"}));
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "tokens per forward pass")
       ->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
