@@ -334,22 +334,52 @@ void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int6
   matmul_jobs_with(k, {&job, 1}, x, n_tok, pool);
 }
 
-std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w) {
-  const auto pack = w.type == DType::kQ8_0   ? k.pack_q8_0
-                    : w.type == DType::kQ4_0 ? k.pack_q4_0
-                                             : nullptr;
+namespace {
+
+using PackFn = void (*)(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out);
+
+PackFn pack_fn(const KernelTable& k, const TensorView& w) {
+  const PackFn pack = w.type == DType::kQ8_0   ? k.pack_q8_0
+                      : w.type == DType::kQ4_0 ? k.pack_q4_0
+                                               : nullptr;
   if (!pack || !k.packed_bytes || !w.present() || w.cols() % kQK8_0 != 0) return nullptr;
-  const size_t bytes = (k.packed_bytes(w.rows(), w.cols()) + 63) / 64 * 64;
-  std::shared_ptr<void> buf = alloc_huge_pages(bytes);
-  if (!buf) return nullptr;  // no memory for the copy: the kernels pack per call instead
+  return pack;
+}
+
+}  // namespace
+
+size_t packed_size_with(const KernelTable& k, const TensorView& w) {
+  if (!pack_fn(k, w)) return 0;
+  return (k.packed_bytes(w.rows(), w.cols()) + 63) / 64 * 64;
+}
+
+void prepack_into_with(const KernelTable& k, TensorView& w, uint8_t* out) {
+  const PackFn pack = pack_fn(k, w);
+  KV_ASSERT(pack != nullptr && reinterpret_cast<uintptr_t>(out) % 64 == 0);
   MatArgs a{};
   a.w = static_cast<const uint8_t*>(w.data);
   a.w_stride = w.row_stride();
   a.cols = w.cols();
-  pack(a, 0, w.rows(), static_cast<uint8_t*>(buf.get()));
-  w.packed = static_cast<const uint8_t*>(buf.get());
+  pack(a, 0, w.rows(), out);
+  w.packed = out;
   w.packed_for = &k;
+}
+
+std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w) {
+  const size_t bytes = packed_size_with(k, w);
+  if (bytes == 0) return nullptr;
+  std::shared_ptr<void> buf = alloc_huge_pages(bytes);
+  if (!buf) return nullptr;  // no memory for the copy: the kernels pack per call instead
+  prepack_into_with(k, w, static_cast<uint8_t*>(buf.get()));
   return buf;
+}
+
+size_t packed_size(const TensorView& w) {
+  return packed_size_with(active_kernels(), w);
+}
+
+void prepack_into(TensorView& w, uint8_t* out) {
+  prepack_into_with(active_kernels(), w, out);
 }
 
 std::shared_ptr<void> prepack(TensorView& w) {

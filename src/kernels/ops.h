@@ -30,9 +30,13 @@ struct MatmulJob {
 void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok, ThreadPool& pool);
 
 // Packs w (q8_0 / q4_0) once into the layout the active kernels' matmul reads, so it is not
-// rearranged on every call, and points w.packed at the copy, which the returned handle owns
-// (keep it as long as w is used). Returns nullptr, leaving w as it was, where the kernels read
-// w's type as stored. Results are bitwise equal with and without packing.
+// rearranged on every call, and points w.packed at the copy. Results are bitwise equal with and
+// without packing. packed_size(w) is the copy's size (a multiple of 64), 0 where the kernels
+// read w's type as stored; prepack_into writes it to out (64-byte aligned, that size, owned by
+// the caller: the loader packs every tensor into one arena). prepack allocates the copy itself
+// and returns its owner, or nullptr (w unchanged) where there is nothing to pack.
+size_t packed_size(const TensorView& w);
+void prepack_into(TensorView& w, uint8_t* out);
 std::shared_ptr<void> prepack(TensorView& w);
 
 // Copies row `row` of an embedding table (any type) into out[W.cols()] as f32.

@@ -94,6 +94,8 @@ const KernelTable& active_kernels();
 void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,
                  ThreadPool& pool);
 std::shared_ptr<void> prepack_with(const KernelTable& k, TensorView& w);
+size_t packed_size_with(const KernelTable& k, const TensorView& w);
+void prepack_into_with(const KernelTable& k, TensorView& w, uint8_t* out);
 void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
                       int64_t n_tok, ThreadPool& pool);
 

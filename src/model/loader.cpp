@@ -263,40 +263,49 @@ void release_mapped(const void* p, size_t n) {
 }
 
 // Lays out the matmul weights for streaming, once at load. q8_0 / q4_0 weights the kernels
-// pack (kernels::prepack) get their packed copy; weights of a mapped GGUF file that the kernels
-// read as stored (f16, bf16, f32, k-quants) are copied into huge pages, since streaming them from
-// the file mapping's 4 KiB pages costs a TLB miss every 64 lines (f16 decode: 0.93x). Either way
-// the file's pages of that tensor are then dropped, so the weights are not resident twice.
-// Copies live in Model::packed.
+// pack (kernels::prepack_into) get their packed copy; weights of a mapped GGUF file that the
+// kernels read as stored (f16, bf16, f32, k-quants) are copied out of the file mapping, since
+// streaming them from its 4 KiB pages costs a TLB miss every 64 lines (f16 decode: 0.93x).
+// All copies share one arena in transparent huge pages (one mapping per tensor would round
+// each small one up to a 2 MiB page), kept in Model::packed. The file's pages of a copied
+// tensor are then dropped, so the weights are resident once.
 void prepack_weights(Model& m) {
   const bool mapped = m.format == "gguf";
-  auto relocate = [&](TensorView& w) {
-    std::shared_ptr<void> p = alloc_huge_pages(w.n_bytes);
-    if (!p) return;  // stays in the mapping
-    std::memcpy(p.get(), w.data, w.n_bytes);
-    release_mapped(w.data, w.n_bytes);
-    w.data = p.get();
-    m.packed.push_back(std::move(p));
-  };
-  auto prepare = [&](TensorView& w) {
-    if (!w.present()) return;
-    if (std::shared_ptr<void> p = kernels::prepack(w)) {
-      m.packed.push_back(std::move(p));
-      if (mapped) release_mapped(w.data, w.n_bytes);
-    } else if (mapped) {
-      relocate(w);
-    }
-  };
+  const bool tied = m.output.data == m.tok_embd.data;
+  std::vector<TensorView*> views;
   for (LayerWeights& l : m.layers)
-    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) prepare(*w);
-  if (m.output.data != m.tok_embd.data) return prepare(m.output);
-  // Tied: the embedding table shares the bytes; decode reads a few of its rows per token.
-  if (std::shared_ptr<void> p = kernels::prepack(m.output)) {
-    m.packed.push_back(std::move(p));
-  } else if (mapped) {
-    relocate(m.output);
-    m.tok_embd.data = m.output.data;
+    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      views.push_back(w);
+  views.push_back(&m.output);
+  // Bytes of each copy: packed, or (mapped file) the tensor as stored; 0 = left as it is.
+  std::vector<size_t> sizes;
+  size_t total = 0;
+  for (TensorView* w : views) {
+    size_t n = w->present() ? kernels::packed_size(*w) : 0;
+    if (n == 0 && mapped && w->present()) n = (w->n_bytes + 63) / 64 * 64;
+    sizes.push_back(n);
+    total += n;
   }
+  if (total == 0) return;
+  std::shared_ptr<void> arena = alloc_huge_pages(total);
+  if (!arena) return;  // no memory for copies: weights stay mapped, packed per call
+  uint8_t* at = static_cast<uint8_t*>(arena.get());
+  for (size_t i = 0; i < views.size(); ++i) {
+    if (sizes[i] == 0) continue;
+    TensorView& w = *views[i];
+    const bool keep_rows = tied && &w == &m.output;  // the embedding reads rows of these bytes
+    if (kernels::packed_size(w) > 0) {
+      kernels::prepack_into(w, at);
+      if (mapped && !keep_rows) release_mapped(w.data, w.n_bytes);
+    } else {
+      std::memcpy(at, w.data, w.n_bytes);
+      release_mapped(w.data, w.n_bytes);
+      w.data = at;
+      if (keep_rows) m.tok_embd.data = at;
+    }
+    at += sizes[i];
+  }
+  m.packed.push_back(std::move(arena));
 }
 
 }  // namespace
