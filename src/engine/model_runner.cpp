@@ -22,11 +22,26 @@ void add_into(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
-void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, int dim, float eps) {
-  for (int r = 0; r < n_rows; ++r) {
+// Row-wise work over the pool once there are enough rows to pay for the hand-off (each row's
+// result is the same whichever thread computes it).
+template <class F>
+void for_rows(ThreadPool& pool, int n_rows, F&& fn) {
+  constexpr int kRowsPerTask = 8;
+  if (n_rows < 2 * kRowsPerTask) {
+    for (int r = 0; r < n_rows; ++r) fn(r);
+    return;
+  }
+  pool.parallel_for(n_rows, kRowsPerTask, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) fn(static_cast<int>(r));
+  });
+}
+
+void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, int dim, float eps,
+                  ThreadPool& pool) {
+  for_rows(pool, n_rows, [&](int r) {
     kernels::rmsnorm(x + static_cast<size_t>(r) * dim, static_cast<const float*>(w.data),
                      out + static_cast<size_t>(r) * dim, dim, eps);
-  }
+  });
 }
 
 }  // namespace
@@ -106,7 +121,7 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   v_.resize(static_cast<size_t>(n) * kv_dim);
   att_.resize(q_.size());
 
-  rmsnorm_rows(x_.data(), w.attn_norm, xn_.data(), n, d, cfg_.rms_eps);
+  rmsnorm_rows(x_.data(), w.attn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
   const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
   kernels::matmul_jobs(qkv, xn_.data(), n, pool_);
   add_bias(q_.data(), w.bq, n, q_dim);
@@ -132,22 +147,31 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
                   sink_sin_.data());
     }
   }
+  // RoPE (and K smoothing) row by row, over the pool; the observer sees rows in order.
+  auto rotate_row = [&](int r) {
+    const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
+    const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
+    rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
+    float* kr = k_.data() + static_cast<size_t>(r) * kv_dim;
+    rope_.apply(kr, cfg_.n_head_kv, c, sn);
+    if (k_observer_) k_observer_(l, kr, 1);
+    if (!k_smooth_.div.empty()) {
+      const float *m = k_smooth_.offset[l].data(), *div = k_smooth_.div[l].data();
+      for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
+      if (hadamard_ok(hd)) hadamard_rows(kr, cfg_.n_head_kv, hd);
+    }
+  };
+  if (k_observer_) {
+    for (int r = 0; r < n; ++r) rotate_row(r);
+  } else {
+    for_rows(pool_, n, rotate_row);
+  }
+  // K/V into the cache in order (q4 K staging is not thread-safe).
   std::vector<kernels::AttentionSeq> seqs;
   int row = 0;
   for (const BatchSeq& s : batch.seqs) {
     for (int i = 0; i < s.n_tokens; ++i) {
       const int r = row + i, slot = s.slot0 + i;
-      const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
-      const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
-      rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
-      float* kr = k_.data() + static_cast<size_t>(r) * kv_dim;
-      rope_.apply(kr, cfg_.n_head_kv, c, sn);
-      if (k_observer_) k_observer_(l, kr, 1);
-      if (!k_smooth_.div.empty()) {
-        const float *m = k_smooth_.offset[l].data(), *div = k_smooth_.div[l].data();
-        for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
-        if (hadamard_ok(hd)) hadamard_rows(kr, cfg_.n_head_kv, hd);
-      }
       kv_.write_token(l, s.table->block_for(slot, bs), slot % bs,
                       k_.data() + static_cast<size_t>(r) * kv_dim,
                       v_.data() + static_cast<size_t>(r) * kv_dim);
@@ -172,7 +196,7 @@ void ModelRunner::ffn_block(int l, int n) {
   const int d = cfg_.n_embd, ff = cfg_.n_ff;
   gate_.resize(static_cast<size_t>(n) * ff);
   up_.resize(gate_.size());
-  rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps);
+  rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
   const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
   kernels::matmul_jobs(gate_up, xn_.data(), n, pool_);
   kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff, pool_);
