@@ -150,11 +150,8 @@ void KvStorage::write_token(int layer, BlockId block, int slot, const float* k, 
       }
     }
     state[layer] = kStaged;
-    for (int h = 0; h < L.n_head_kv; ++h) {
-      uint16_t* rows = stage_rows(st, layer, h);
-      for (int c = 0; c < hd; ++c)
-        rows[static_cast<size_t>(slot) * hd + c] = fp32_to_fp16(k[h * hd + c]);
-    }
+    for (int h = 0; h < L.n_head_kv; ++h)
+      fp32_to_fp16_row(k + h * hd, stage_rows(st, layer, h) + static_cast<size_t>(slot) * hd, hd);
     if (slot == L.block_size - 1) {
       for (int h = 0; h < L.n_head_kv; ++h) {
         kv_encode_q4k_tile(stage_rows(st, layer, h), L.block_size, hd, k_tile(layer, block, h));

@@ -279,9 +279,11 @@ void prepack_weights(Model& m) {
   views.push_back(&m.output);
   // Bytes of each copy: packed, or (mapped file) the tensor as stored; 0 = left as it is.
   std::vector<size_t> sizes;
+  std::vector<bool> packs;
   size_t total = 0;
   for (TensorView* w : views) {
     size_t n = w->present() ? kernels::packed_size(*w) : 0;
+    packs.push_back(n > 0);
     if (n == 0 && mapped && w->present()) n = (w->n_bytes + 63) / 64 * 64;
     sizes.push_back(n);
     total += n;
@@ -294,7 +296,7 @@ void prepack_weights(Model& m) {
     if (sizes[i] == 0) continue;
     TensorView& w = *views[i];
     const bool keep_rows = tied && &w == &m.output;  // the embedding reads rows of these bytes
-    if (kernels::packed_size(w) > 0) {
+    if (packs[i]) {
       kernels::prepack_into(w, at);
       if (mapped && !keep_rows) release_mapped(w.data, w.n_bytes);
     } else {
