@@ -81,13 +81,19 @@ struct RunStats {
   int blocks_used_after = -1;
 };
 
+// The engine the equality tests run: room for prompts and outputs, f32 KV (the reference
+// generator's), two threads.
+void use_test_engine(EngineLoopOptions& o) {
+  o.engine.n_ctx = 256;
+  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
+  o.engine.n_threads = 2;
+}
+
 // Submits every prompt at once (one request each) and returns the outcomes in order.
 std::vector<Outcome> run_engine(const Model& m, const std::vector<std::vector<int32_t>>& prompts,
                                 const std::vector<int>& n_gen, EngineLoopOptions o,
                                 RunStats* stats = nullptr) {
-  o.engine.n_ctx = 256;
-  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
-  o.engine.n_threads = 2;
+  use_test_engine(o);
   o.max_queue = 1000;
   auto loop = EngineLoop::create(m, o);
   EXPECT_TRUE(loop.is_ok()) << loop.status().to_string();
@@ -208,9 +214,7 @@ TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
-  o.engine.n_ctx = 256;
-  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
-  o.engine.n_threads = 2;
+  use_test_engine(o);
   auto loop = EngineLoop::create(*m, o);
   ASSERT_TRUE(loop.is_ok());
   auto req = std::make_shared<Request>();
@@ -244,9 +248,7 @@ TEST(SchedulerEngine, SamplesOfOnePromptShareItsBlocks) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
-  o.engine.n_ctx = 256;
-  o.engine.kv_type_k = o.engine.kv_type_v = KvType::kF32;
-  o.engine.n_threads = 2;
+  use_test_engine(o);
   auto loop = EngineLoop::create(*m, o);
   ASSERT_TRUE(loop.is_ok());
   std::vector<int32_t> prompt;

@@ -9,6 +9,7 @@
 #include "kernels/quant.h"
 #include "kv/kv_quant.h"
 
+#include "attention_test_util.h"
 #include "kernels/attention_impl.h"
 #include "kv/kv_cache_manager.h"
 
@@ -68,24 +69,16 @@ TEST_P(AttentionPaged, MatchesContiguousReference) {
 
   std::mt19937 rng(c.n_ctx * 31 + c.block_size);
   std::uniform_real_distribution<float> u(-1, 1);
-  const int kv_dim = c.n_kv * c.hd;
-  std::vector<float> k(static_cast<size_t>(c.n_ctx) * kv_dim), v(k.size());
-  for (auto& x : k) x = u(rng);
-  for (auto& x : v) x = u(rng);
-  for (int t = 0; t < c.n_ctx; ++t) {
-    kv.storage().write_token(0, table.block_for(t, c.block_size), t % c.block_size,
-                             k.data() + static_cast<size_t>(t) * kv_dim,
-                             v.data() + static_cast<size_t>(t) * kv_dim);
-  }
+  const test::RandomKv kvs =
+      test::write_random_kv(kv.storage(), table, c.n_ctx, c.n_kv * c.hd, c.block_size, rng);
   const int pos0 = c.n_ctx - c.n_q;
   std::vector<float> q(static_cast<size_t>(c.n_q) * c.n_head * c.hd);
   for (auto& x : q) x = u(rng);
   std::vector<float> out(q.size()), ref;
   ThreadPool pool(2);
-  kernels::attention_paged(q.data(), nullptr, {{&table, pos0, c.n_q, 0}}, kv.storage(), 0,
-                           c.n_head, 1.0f / std::sqrt(static_cast<float>(c.hd)), {}, out.data(),
-                           pool);
-  reference_attention(q, k, v, c.n_q, pos0, c.n_head, c.n_kv, c.hd, ref);
+  kernels::attention_paged(q.data(), nullptr, {{&table, pos0, c.n_q, 0}}, kv.storage(), 0, c.n_head,
+                           1.0f / std::sqrt(static_cast<float>(c.hd)), {}, out.data(), pool);
+  reference_attention(q, kvs.k, kvs.v, c.n_q, pos0, c.n_head, c.n_kv, c.hd, ref);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-5) << i;
 
   // Decode of the last query alone equals the last row of the chunk, bitwise.
@@ -144,7 +137,6 @@ TEST(AttentionTiles, SimdLevelsMatchScalar) {
     }
   }
 }
-
 
 // ---- Quantized KV types (issue 5) ----
 
@@ -208,13 +200,14 @@ TEST(AttentionTiles, QuantizedTypesSimdMatchScalarAndCutsDoNotMatter) {
         for (KvType kt : kKvTypes) {
           for (KvType vt : kKvTypes) {
             if (!kv_type_check(vt, KvRole::kV, hd, n).is_ok()) continue;  // q4 V hd 48 ok, ...
-            SCOPED_TRACE(std::string("K ") + kv_type_name(kt) + " V " + kv_type_name(vt) +
-                         " hd " + std::to_string(hd) + " n " + std::to_string(n) + " gqa " +
+            SCOPED_TRACE(std::string("K ") + kv_type_name(kt) + " V " + kv_type_name(vt) + " hd " +
+                         std::to_string(hd) + " n " + std::to_string(n) + " gqa " +
                          std::to_string(n_gqa));
             const EncodedRun r = encode_run(kt, vt, n, hd, rng);
             std::vector<float> s_ref(q.size() / hd * n), o_ref(q.size(), 0.25f);
             const auto& ref = kernels::attn_tile_fns_scalar();
-            ref.scores(q.data(), n_gqa, r.k_rows(), r.k_header(), kt, n, hd, 0.125f, s_ref.data(), n);
+            ref.scores(q.data(), n_gqa, r.k_rows(), r.k_header(), kt, n, hd, 0.125f, s_ref.data(),
+                       n);
             ref.accum(p.data(), n, n_gqa, r.v.data(), vt, n, hd, o_ref.data());
             for (const kernels::AttnTileFns* f : levels) {
               std::vector<float> s(s_ref.size()), o(o_ref.size(), 0.25f);
@@ -226,8 +219,8 @@ TEST(AttentionTiles, QuantizedTypesSimdMatchScalarAndCutsDoNotMatter) {
               std::vector<float> s2(s.size()), o2(o.size(), 0.25f);
               for (int a = 0; a < n;) {
                 const int b = std::min(n, a == 0 ? 1 : a == 1 ? 4 : a == 4 ? 6 : n);
-                f->scores(q.data(), n_gqa, r.k_rows() + a * r.k_stride, r.k_header(), kt, b - a,
-                          hd, 0.125f, s2.data() + a, n);
+                f->scores(q.data(), n_gqa, r.k_rows() + a * r.k_stride, r.k_header(), kt, b - a, hd,
+                          0.125f, s2.data() + a, n);
                 f->accum(p.data() + a, n, n_gqa, r.v.data() + a * r.v_stride, vt, b - a, hd,
                          o2.data());
                 a = b;
@@ -293,8 +286,8 @@ TEST(AttentionPaged, QuantizedCacheEqualsDequantizedReference) {
         for (int t = 0; t < c.n_ctx; ++t) {
           for (auto& x : kf) x = g(rng);
           for (auto& x : vf) x = g(rng);
-          kv.storage().write_token(0, table.block_for(t, c.block_size), t % c.block_size,
-                                   kf.data(), vf.data());
+          kv.storage().write_token(0, table.block_for(t, c.block_size), t % c.block_size, kf.data(),
+                                   vf.data());
         }
         std::vector<float> k, v;
         dequantized_kv(kv.storage(), table, c.n_ctx, k, v);

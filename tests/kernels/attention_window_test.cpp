@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "attention_test_util.h"
 #include "kernels/attention.h"
 #include "kv/kv_cache_manager.h"
 
@@ -69,15 +70,8 @@ TEST_P(AttentionWindowed, MatchesReferenceAndAccumulatesProbabilities) {
   const BlockTable& table = kv.table(1);
   std::mt19937 rng(c.n_ctx * 7 + c.window);
   std::uniform_real_distribution<float> u(-1, 1);
-  const int kv_dim = c.n_kv * c.hd;
-  std::vector<float> k(static_cast<size_t>(c.n_ctx) * kv_dim), v(k.size());
-  for (auto& x : k) x = u(rng);
-  for (auto& x : v) x = u(rng);
-  for (int t = 0; t < c.n_ctx; ++t) {
-    kv.storage().write_token(0, table.block_for(t, c.block_size), t % c.block_size,
-                             k.data() + static_cast<size_t>(t) * kv_dim,
-                             v.data() + static_cast<size_t>(t) * kv_dim);
-  }
+  const test::RandomKv kvs =
+      test::write_random_kv(kv.storage(), table, c.n_ctx, c.n_kv * c.hd, c.block_size, rng);
   std::vector<float> q(static_cast<size_t>(c.n_q) * c.n_head * c.hd), q_sink(q.size());
   for (auto& x : q) x = u(rng);
   for (auto& x : q_sink) x = u(rng);
@@ -89,7 +83,7 @@ TEST_P(AttentionWindowed, MatchesReferenceAndAccumulatesProbabilities) {
   const kernels::AttentionWindow win{c.window, c.sink};
   kernels::attention_paged(q.data(), q_sink.data(), {{&table, pos0, c.n_q, 0, scores.data()}},
                            kv.storage(), 0, c.n_head, scale, win, out.data(), pool);
-  reference(q, q_sink, k, v, c, ref, probs);
+  reference(q, q_sink, kvs.k, kvs.v, c, ref, probs);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-5) << i;
   double total = 0;
   for (int t = 0; t < c.n_ctx; ++t) {
