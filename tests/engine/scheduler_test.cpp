@@ -210,6 +210,32 @@ TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
   expect_batch_invariant(*m, o, false);
 }
 
+// n samples of one prompt in one request (as the server sends n > 1): sampling `sp` with seeds
+// seed0, seed0 + 1, ...
+std::shared_ptr<Request> samples_of(const std::vector<int32_t>& prompt, int n, int max_tokens,
+                                    SamplingParams sp, uint64_t seed0) {
+  auto req = std::make_shared<Request>();
+  for (int i = 0; i < n; ++i) {
+    SeqSpec s;
+    s.prompt = prompt;
+    s.max_tokens = max_tokens;
+    s.sampling = sp;
+    s.sampling.seed = seed0 + i;
+    s.index = i;
+    req->seqs.push_back(s);
+  }
+  return req;
+}
+
+// Each sample of `req` equals a lone generator run with its seed.
+void expect_samples_match_generator(const Model& m, Request& req) {
+  auto got = collect(req);
+  for (size_t i = 0; i < req.seqs.size(); ++i) {
+    const SeqSpec& s = req.seqs[i];
+    EXPECT_EQ(got[i].tokens, reference(m, s.prompt, s.max_tokens, s.sampling)) << i;
+  }
+}
+
 TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
@@ -217,23 +243,12 @@ TEST(SchedulerEngine, SeededSamplingMatchesGenerator) {
   use_test_engine(o);
   auto loop = EngineLoop::create(*m, o);
   ASSERT_TRUE(loop.is_ok());
-  auto req = std::make_shared<Request>();
-  const auto prompts = make_prompts(*m, 1, 5);
-  for (int i = 0; i < 3; ++i) {  // n = 3: seeds 10, 11, 12
-    SeqSpec s;
-    s.prompt = prompts[0];
-    s.max_tokens = 12;
-    s.sampling.temperature = 0.9f;
-    s.sampling.top_p = 0.95f;
-    s.sampling.seed = 10 + i;
-    s.index = i;
-    req->seqs.push_back(s);
-  }
+  SamplingParams sp;
+  sp.temperature = 0.9f;
+  sp.top_p = 0.95f;
+  auto req = samples_of(make_prompts(*m, 1, 5)[0], 3, 12, sp, 10);  // n = 3: seeds 10, 11, 12
   ASSERT_TRUE((*loop)->submit(req).is_ok());
-  auto got = collect(*req);
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(got[i].tokens, reference(*m, prompts[0], 12, req->seqs[i].sampling)) << i;
-  }
+  expect_samples_match_generator(*m, *req);
 }
 
 // A model slow enough (stories15m shape, ~1 ms per token) that a long request is still running
@@ -253,21 +268,11 @@ TEST(SchedulerEngine, SamplesOfOnePromptShareItsBlocks) {
   ASSERT_TRUE(loop.is_ok());
   std::vector<int32_t> prompt;
   for (int i = 0; i < 70; ++i) prompt.push_back(3 + (i * 13) % 400);
-  auto req = std::make_shared<Request>();
-  for (int i = 0; i < 4; ++i) {
-    SeqSpec s;
-    s.prompt = prompt;
-    s.max_tokens = 10;
-    s.sampling.temperature = 0.8f;
-    s.sampling.seed = 40 + i;
-    s.index = i;
-    req->seqs.push_back(s);
-  }
+  SamplingParams sp;
+  sp.temperature = 0.8f;
+  auto req = samples_of(prompt, 4, 10, sp, 40);
   ASSERT_TRUE((*loop)->submit(req).is_ok());
-  auto got = collect(*req);
-  for (int i = 0; i < 4; ++i) {
-    EXPECT_EQ(got[i].tokens, reference(*m, prompt, 10, req->seqs[i].sampling)) << i;
-  }
+  expect_samples_match_generator(*m, *req);
   // Three siblings each found the leader's 4 full blocks (64 of 70 tokens) in the cache.
   for (int i = 0; i < 100 && (*loop)->stats().kv_blocks_used.load() != 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
