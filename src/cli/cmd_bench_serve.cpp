@@ -36,7 +36,7 @@ struct BenchServeFlags {
   std::string preset = "smollm-135m";
   std::string dtype = "q8_0";
   std::string clients = "1,4,16,64";
-  std::string schedulers = "continuous,static";
+  std::string schedulers = "continuous,static,static-shrink";
   int requests_per_client = 2;
   int prompt_len = 64;
   int gen_min = 16, gen_max = 128;
@@ -330,7 +330,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
   if (http) http->drain_and_stop(std::chrono::milliseconds(0));
   if (!log) return log.status();
   RunResult r;
-  r.scheduler = kind == SchedulerKind::kStatic ? "static" : "continuous";
+  r.scheduler = scheduler_kind_name(kind);
   r.preemption = preemption == PreemptionMode::kSwap ? "swap" : "recompute";
   r.clients = n_clients;
   r.seconds = seconds;
@@ -366,9 +366,13 @@ int run_bench_serve(const BenchServeFlags& f) {
   if (!m) return report(m.status());
 
   std::vector<SchedulerKind> kinds;
-  if (f.schedulers.find("continuous") != std::string::npos)
-    kinds.push_back(SchedulerKind::kContinuous);
-  if (f.schedulers.find("static") != std::string::npos) kinds.push_back(SchedulerKind::kStatic);
+  for (const std::string& name : split_list(f.schedulers)) {
+    const auto k = scheduler_kind_from_name(name);
+    if (!k)
+      return report(invalid_argument("--schedulers: unknown scheduler '" + name +
+                                     "' (continuous, static, static-shrink)"));
+    kinds.push_back(*k);
+  }
   std::printf("model %s, prompt %d tokens, output %d..%d tokens (%s), %d requests per client, %s\n",
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
               f.gen_dist.c_str(), f.requests_per_client,
@@ -379,7 +383,7 @@ int run_bench_serve(const BenchServeFlags& f) {
   if (f.preemption.find("swap") != std::string::npos) modes.push_back(PreemptionMode::kSwap);
   if (modes.empty())
     return report(invalid_argument("--preemption must list recompute and/or swap"));
-  std::printf("%-11s %-9s %7s %9s %11s %10s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
+  std::printf("%-13s %-9s %7s %9s %11s %10s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
               "clients", "tokens", "tokens/s", "steady/s", "ttft p50", "ttft p99", "itl p50",
               "itl p99", "preempt", "swapped");
   std::vector<RunResult> rows;
@@ -390,7 +394,7 @@ int run_bench_serve(const BenchServeFlags& f) {
         if (!r) return report(r.status());
         rows.push_back(*r);
         std::printf(
-            "%-11s %-9s %7d %9lld %11.1f %10.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
+            "%-13s %-9s %7d %9lld %11.1f %10.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
             r->scheduler.c_str(), r->preemption.c_str(), c, static_cast<long long>(r->tokens),
             r->tps, r->steady_tps, r->ttft_p50, r->ttft_p99, r->itl_p50, r->itl_p99,
             static_cast<long long>(r->preemptions), static_cast<long long>(r->swapped));
@@ -407,14 +411,16 @@ int run_bench_serve(const BenchServeFlags& f) {
   const RunResult* one = find("continuous", 1);
   for (int c : clients) {
     const RunResult* cont = find("continuous", c);
-    const RunResult* stat = find("static", c);
     if (cont && one && c > 1) {
       std::printf("continuous, %d clients vs 1: %.2fx tokens/s, %.2fx at full concurrency\n", c,
                   cont->tps / one->tps, cont->steady_tps / one->steady_tps);
     }
-    if (cont && stat) {
-      std::printf("continuous vs static, %d clients: %.2fx tokens/s, %.2fx at full concurrency\n",
-                  c, cont->tps / stat->tps, cont->steady_tps / stat->steady_tps);
+    for (const char* base : {"static", "static-shrink"}) {
+      const RunResult* stat = find(base, c);
+      if (cont && stat) {
+        std::printf("continuous vs %s, %d clients: %.2fx tokens/s, %.2fx at full concurrency\n",
+                    base, c, cont->tps / stat->tps, cont->steady_tps / stat->steady_tps);
+      }
     }
     const RunResult* swap = find("continuous", c, "swap");
     const RunResult* recompute = find("continuous", c, "recompute");
@@ -460,7 +466,9 @@ void register_bench_serve(CLI::App* bench, int* rc) {
   cmd->add_option("--dtype", f->dtype, "synth weight type")->capture_default_str();
   cmd->add_option("--clients", f->clients, "concurrent clients, comma-separated")
       ->capture_default_str();
-  cmd->add_option("--schedulers", f->schedulers, "continuous, static or both")
+  cmd->add_option("--schedulers", f->schedulers,
+                  "comma-separated: continuous, static (request-level batching: every row computes "
+                  "until the batch's longest ends), static-shrink (finished rows leave)")
       ->capture_default_str();
   cmd->add_option("--requests-per-client", f->requests_per_client, "requests each client sends")
       ->capture_default_str();

@@ -58,8 +58,9 @@ int run_serve(const ServeFlags& f) {
                          "mistral, zephyr; got '" +
                          f.chat_template + "'"));
   }
-  if (f.scheduler != "continuous" && f.scheduler != "static") {
-    return report(invalid_argument("--scheduler must be continuous or static"));
+  const auto kind = scheduler_kind_from_name(f.scheduler);
+  if (!kind) {
+    return report(invalid_argument("--scheduler must be continuous, static or static-shrink"));
   }
   if (f.preemption != "recompute" && f.preemption != "swap") {
     return report(invalid_argument("--preemption must be recompute or swap"));
@@ -101,7 +102,7 @@ int run_serve(const ServeFlags& f) {
   }
   EngineLoopOptions lo;
   lo.engine = *eo;
-  lo.sched.kind = f.scheduler == "static" ? SchedulerKind::kStatic : SchedulerKind::kContinuous;
+  lo.sched.kind = *kind;
   lo.sched.max_batch_tokens = f.max_batch_tokens;
   lo.sched.max_seqs = f.max_seqs;
   lo.sched.preemption = f.preemption == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
@@ -145,7 +146,9 @@ void register_serve(CLI::App& app, int* rc) {
   cmd->add_option("--max-queue", f->max_queue,
                   "sequences that may wait beyond --max-seqs; more get 503")
       ->capture_default_str();
-  cmd->add_option("--scheduler", f->scheduler, "continuous or static (baseline)")
+  cmd->add_option("--scheduler", f->scheduler,
+                  "continuous, or a baseline: static (request-level batching: rows compute until "
+                  "the batch's longest ends) or static-shrink (finished rows leave)")
       ->capture_default_str();
   cmd->add_option("--preemption", f->preemption,
                   "when KV runs out: swap (copy the newest sequence's KV to host memory) or "

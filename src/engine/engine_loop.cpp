@@ -277,6 +277,7 @@ void EngineLoop::step() {
   runner_.forward(batch, logits_);
   scheduler_.commit(plan);
   ++stats_.steps_total;
+  stats_.batch_tokens_total += batch.n_rows();
   const size_t n_vocab = model_.config.n_vocab;
   for (size_t i = 0; i < plan.size(); ++i) {
     if (plan[i].samples()) process_output(*plan[i].seq, logits_.data() + i * n_vocab);
@@ -286,6 +287,11 @@ void EngineLoop::step() {
 void EngineLoop::process_output(Sequence& seq, float* logits) {
   const SeqSpec& spec = *seq.spec;
   const int n_vocab = model_.config.n_vocab;
+  if (seq.pad) {  // static batching's finished row: computed like the others, never sent
+    seq.tokens.push_back(seq.sampler.sample(logits, n_vocab, seq.tokens));
+    if (seq.n_known() >= n_ctx_) scheduler_.finish(&seq);
+    return;
+  }
   TokenLogprob lp;
   const bool want_lp = spec.n_logprobs >= 0;
   std::vector<float> raw;  // [n_vocab] the model's logits, before the sampler edits them
@@ -320,7 +326,7 @@ void EngineLoop::process_output(Sequence& seq, float* logits) {
   if (reason.empty() && seq.n_generated() >= spec.max_tokens) reason = "length";
   if (reason.empty() && seq.n_known() >= n_ctx_) reason = "length";
   emit(seq, t, want_lp ? &lp : nullptr, !reason.empty());
-  if (!reason.empty()) finish(&seq, reason);
+  if (!reason.empty()) finish(&seq, reason, {}, true);
 }
 
 void EngineLoop::emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool finished) {
@@ -339,7 +345,8 @@ void EngineLoop::emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool
   seq.request->channel->push(std::move(e));
 }
 
-void EngineLoop::finish(Sequence* seq, const std::string& reason, const std::string& error) {
+void EngineLoop::finish(Sequence* seq, const std::string& reason, const std::string& error,
+                        bool completed) {
   SeqEvent e;
   e.index = seq->spec->index;
   e.finished = true;
@@ -350,8 +357,11 @@ void EngineLoop::finish(Sequence* seq, const std::string& reason, const std::str
   e.n_completion_tokens = seq->n_generated();
   e.n_cached_tokens = seq->n_cached;
   std::shared_ptr<Request> req = seq->request;
-  scheduler_.finish(seq);  // frees the blocks now; seq is gone
-  --in_flight_;            // before the reader can see the end and submit again
+  if (completed)
+    scheduler_.retire(seq);  // frees the blocks now (or at its static batch's end)
+  else
+    scheduler_.finish(seq);  // frees the blocks now; seq is gone
+  --in_flight_;              // before the reader can see the end and submit again
   req->channel->push(std::move(e));
 }
 

@@ -55,6 +55,7 @@ struct EngineStats {
   std::atomic<int64_t> swapped_out_total{0};  // preemptions that swapped K/V to host memory
   std::atomic<int64_t> swap_bytes{0};         // host memory holding swapped K/V now
   std::atomic<int64_t> requests_total{0}, steps_total{0};
+  std::atomic<int64_t> batch_tokens_total{0};  // tokens through the forward pass (padding too)
   std::atomic<int64_t> prefix_cache_queries_total{0}, prefix_cache_hits_total{0};  // tokens
   Histogram time_to_first_token{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
   Histogram inter_token_latency{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
@@ -98,7 +99,10 @@ class EngineLoop {
   void process_output(Sequence& seq, float* logits);
   // Reports a new token and the text that is safe to send (all of it when finished).
   void emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool finished);
-  void finish(Sequence* seq, const std::string& reason, const std::string& error = {});
+  // Answers seq's request with its end and frees it. completed (it ran to stop or length): under
+  // static batching its row goes on computing until its batch ends (Scheduler::retire).
+  void finish(Sequence* seq, const std::string& reason, const std::string& error = {},
+              bool completed = false);
   void update_stats();
 
   const Model& model_;

@@ -35,9 +35,28 @@ void release_siblings(Sequence& s) {
 }
 }  // namespace
 
+std::optional<SchedulerKind> scheduler_kind_from_name(const std::string& name) {
+  if (name == "continuous") return SchedulerKind::kContinuous;
+  if (name == "static") return SchedulerKind::kStatic;
+  if (name == "static-shrink") return SchedulerKind::kStaticShrink;
+  return std::nullopt;
+}
+
+const char* scheduler_kind_name(SchedulerKind k) {
+  switch (k) {
+    case SchedulerKind::kStatic:
+      return "static";
+    case SchedulerKind::kStaticShrink:
+      return "static-shrink";
+    default:
+      return "continuous";
+  }
+}
+
 std::vector<Sequence*> Scheduler::all() const {
   std::vector<Sequence*> v;
-  for (const auto& s : running_) v.push_back(s.get());
+  for (const auto& s : running_)
+    if (!s->pad) v.push_back(s.get());
   for (const auto& s : waiting_) v.push_back(s.get());
   return v;
 }
@@ -65,7 +84,8 @@ int Scheduler::pending_blocks() const {
 
 bool Scheduler::may_admit(const Sequence& seq) const {
   if (opts_.kind == SchedulerKind::kContinuous || seq.n_preemptions > 0) return true;
-  // Static: a new batch starts only in an empty engine, once it is full or has waited enough.
+  // Static: a new batch starts only in an empty engine (padding rows included: they are part
+  // of the batch), once it is full or has waited enough.
   if (!running_.empty()) return false;
   const auto age = Clock::now() - waiting_.front()->request->arrival;
   return static_cast<int>(waiting_.size()) >= opts_.max_seqs ||
@@ -87,7 +107,7 @@ void Scheduler::admit() {
       continue;
     }
     if (!opened && !may_admit(s)) break;
-    opened = opts_.kind == SchedulerKind::kStatic && s.n_preemptions == 0;
+    opened = opts_.kind != SchedulerKind::kContinuous && s.n_preemptions == 0;
     if (s.swapped) {
       // Swapped out: back with exactly its blocks, nothing to recompute.
       const int n_back = s.swapped->n_blocks();
@@ -121,6 +141,10 @@ void Scheduler::admit() {
 }
 
 void Scheduler::preempt(Sequence& seq) {
+  if (seq.pad) {  // nobody waits for its output: dropping it is all the memory it can give
+    finish(&seq);
+    return;
+  }
   bool swapped = false;
   if (opts_.preemption == PreemptionMode::kSwap && kv_.can_swap() &&
       swap_used_ +
@@ -181,8 +205,17 @@ void Scheduler::schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget
   }
 }
 
+void Scheduler::drop_padding_if_batch_done() {
+  if (running_.empty() ||
+      !std::all_of(running_.begin(), running_.end(), [](const auto& s) { return s->pad; }))
+    return;
+  for (const auto& s : running_) kv_.free_sequence(s->id);
+  running_.clear();
+}
+
 std::vector<ScheduledChunk> Scheduler::schedule() {
   std::vector<ScheduledChunk> plan;
+  drop_padding_if_batch_done();
   admit();
   int budget = opts_.max_batch_tokens;
   schedule_decodes(plan, budget);
@@ -204,6 +237,14 @@ void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
     // for a copy-on-write) leaves the sequence over its budget until a later step succeeds.
     (void)kv_.enforce_policy(c.seq->id);
   }
+}
+
+void Scheduler::retire(Sequence* seq) {
+  const bool running =
+      std::any_of(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == seq; });
+  if (opts_.kind != SchedulerKind::kStatic || !running) return finish(seq);
+  release_siblings(*seq);
+  seq->pad = true;
 }
 
 void Scheduler::finish(Sequence* seq) {

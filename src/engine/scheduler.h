@@ -3,6 +3,9 @@
 // generated); there is no separate prefill and decode bookkeeping. A step:
 //   1. admits waiting sequences while slots (max_seqs) and KV blocks (+ a watermark) allow,
 //      as the admission policy says (continuous: any step; static: only into an empty engine);
+//      static batching keeps a finished sequence's row computing (its output discarded) until
+//      its whole batch is done, as request-level batching does (HF generate, FasterTransformer);
+//      static-shrink drops finished rows but admits none until the batch is done;
 //   2. schedules one token for every running sequence that is decoding, oldest first, growing
 //      its block table; when the pool is empty it preempts the newest running sequence: its
 //      blocks are freed and it waits again at the front of the queue, either to be recomputed
@@ -39,6 +42,9 @@ struct Sequence {
   // (copy-on-write) and computing only the last partial block. Null for a lone sequence.
   std::shared_ptr<bool> prompt_ready;
   bool leads = false;  // this one computes the prompt and sets *prompt_ready
+  // Static batching: finished and answered, but still decoding (output discarded) until its
+  // batch ends, as a fixed-shape batch computes its finished rows. Never seen by the engine.
+  bool pad = false;
   Sampler sampler;
   // Output text state (engine loop).
   std::string text;   // generated text so far (cut at a stop string)
@@ -65,7 +71,12 @@ struct ScheduledChunk {
   bool samples() const { return pos0 + n_tokens == seq->n_known(); }
 };
 
-enum class SchedulerKind { kContinuous, kStatic };
+// kStatic: request-level batching (a batch forms in an empty engine and every row computes
+// until its longest sequence ends). kStaticShrink: the same admission, but finished rows leave.
+enum class SchedulerKind { kContinuous, kStatic, kStaticShrink };
+// "continuous", "static", "static-shrink"; nullopt for anything else.
+std::optional<SchedulerKind> scheduler_kind_from_name(const std::string& name);
+const char* scheduler_kind_name(SchedulerKind k);
 enum class PreemptionMode { kRecompute, kSwap };
 
 struct SchedulerOptions {
@@ -93,7 +104,10 @@ class Scheduler {
   void commit(const std::vector<ScheduledChunk>& plan);
   // Frees seq's blocks and forgets it (running or waiting). seq is destroyed.
   void finish(Sequence* seq);
-  // Every sequence, running then waiting (for cancellation sweeps).
+  // Static batching: seq (running) has been answered; it keeps computing as a padding row
+  // until its batch ends, then it is freed. Other kinds: as finish().
+  void retire(Sequence* seq);
+  // Every sequence, running then waiting (for cancellation sweeps); padding rows excluded.
   std::vector<Sequence*> all() const;
 
   int n_running() const { return static_cast<int>(running_.size()); }
@@ -110,6 +124,7 @@ class Scheduler {
 
  private:
   bool may_admit(const Sequence& seq) const;
+  void drop_padding_if_batch_done();
   void admit();
   void schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget);
   void schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget);

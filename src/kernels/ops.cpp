@@ -249,8 +249,10 @@ QuantActs quantize_x(const KernelTable& k, DType t, const float* x, int64_t n_to
         for (int64_t b = i * nb; b < (i + 1) * nb; ++b) corr[b] = corr_mul * s8[b];
     }
   };
-  if (n_tok * cols >= 64 * 1024)
-    pool.parallel_for(n_tok, std::max<int64_t>(1, 16384 / cols), quant);
+  // Split from a few thousand values on: in a batched decode step the other threads would
+  // otherwise wait for this before every matmul.
+  if (n_tok >= 2 && n_tok * cols >= 8 * 1024)
+    pool.parallel_for(n_tok, std::max<int64_t>(1, 4096 / cols), quant);
   else
     quant(0, n_tok);
   return QuantActs{qs, d, s8, corr};
@@ -424,8 +426,8 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n, ThreadPool& pool) {
   const auto fn = active_kernels().swiglu;
-  if (n < 32 * 1024) return fn(gate, up, out, n);
-  pool.parallel_for(n, 16 * 1024,
+  if (n < 8 * 1024) return fn(gate, up, out, n);
+  pool.parallel_for(n, 4 * 1024,
                     [&](int64_t i0, int64_t i1) { fn(gate + i0, up + i0, out + i0, i1 - i0); });
 }
 

@@ -37,6 +37,8 @@ TEST(BenchServe, HttpModeMatchesInProcessWorkload) {
     EXPECT_NE(http.out.find(col), std::string::npos) << col;
   }
   EXPECT_NE(http.out.find("continuous vs static, 2 clients:"), std::string::npos) << http.out;
+  EXPECT_NE(http.out.find("continuous vs static-shrink, 2 clients:"), std::string::npos)
+      << http.out;
 
   const json jh = last_json_line(http.out);
   const json jl = last_json_line(local.out);
@@ -44,9 +46,10 @@ TEST(BenchServe, HttpModeMatchesInProcessWorkload) {
   ASSERT_TRUE(jl.is_object()) << local.out;
   EXPECT_EQ(jh["transport"], "http");
   EXPECT_EQ(jl["transport"], "in-process");
-  ASSERT_EQ(jh["results"].size(), 4u);  // {continuous, static} x {1, 2} clients
-  ASSERT_EQ(jl["results"].size(), 4u);
-  for (size_t i = 0; i < 4; ++i) {
+  // {continuous, static, static-shrink} x {1, 2} clients
+  ASSERT_EQ(jh["results"].size(), 6u);
+  ASSERT_EQ(jl["results"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
     const json& r = jh["results"][i];
     const int clients = r["clients"];
     SCOPED_TRACE(r.dump());
@@ -74,6 +77,9 @@ TEST(BenchServe, RejectsBadLengths) {
   const Proc p = run_kvserve("bench serve -m " + model + " --http --gen-min 9 --gen-max 3");
   EXPECT_NE(p.rc, 0);
   EXPECT_NE(p.out.find("--gen-min"), std::string::npos) << p.out;
+  const Proc q = run_kvserve("bench serve -m " + model + " --schedulers continuous,fifo");
+  EXPECT_NE(q.rc, 0);
+  EXPECT_NE(q.out.find("unknown scheduler 'fifo'"), std::string::npos) << q.out;
 }
 
 }  // namespace

@@ -201,13 +201,64 @@ TEST(SchedulerEngine, WindowWithSinksGivesTheSameTokens) {
   expect_batch_invariant(*m, o, false);
 }
 
-TEST(SchedulerEngine, StaticSchedulerGivesTheSameTokens) {
+TEST(SchedulerEngine, StaticSchedulersGiveTheSameTokens) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
-  EngineLoopOptions o;
-  o.sched.kind = SchedulerKind::kStatic;
-  o.sched.max_seqs = 8;
-  expect_batch_invariant(*m, o, false);
+  for (SchedulerKind k : {SchedulerKind::kStatic, SchedulerKind::kStaticShrink}) {
+    SCOPED_TRACE(scheduler_kind_name(k));
+    EngineLoopOptions o;
+    o.sched.kind = k;
+    o.sched.max_seqs = 8;
+    expect_batch_invariant(*m, o, false);
+  }
+}
+
+// Request-level (static) batching computes a finished row until its batch's longest sequence
+// ends; static-shrink and continuous drop it. Two prompts of 5 tokens, outputs of 3 and 12:
+// one prefill step of 10 tokens, then 11 decode steps of 2 rows (static) or 2 + 9 of 1.
+TEST(SchedulerEngine, StaticBatchKeepsFinishedRowsComputing) {
+  const Model* m = test::synth_demo_model();
+  ASSERT_NE(m, nullptr);
+  const auto prompts = make_prompts(*m, 20, 5);
+  std::vector<std::vector<int32_t>> two;
+  for (const auto& p : prompts)
+    if (p.size() >= 5 && two.size() < 2) two.emplace_back(p.begin(), p.begin() + 5);
+  ASSERT_EQ(two.size(), 2u);
+  const int n_gen[2] = {3, 12};
+  for (auto [kind, expect_tokens] :
+       {std::pair{SchedulerKind::kStatic, 32}, std::pair{SchedulerKind::kStaticShrink, 23},
+        std::pair{SchedulerKind::kContinuous, 23}}) {
+    SCOPED_TRACE(scheduler_kind_name(kind));
+    EngineLoopOptions o;
+    use_test_engine(o);
+    o.sched.kind = kind;
+    o.sched.max_seqs = 2;
+    o.sched.static_wait_ms = 10000;  // the batch forms when both are queued
+    auto loop = EngineLoop::create(*m, o);
+    ASSERT_TRUE(loop.is_ok());
+    std::vector<std::shared_ptr<Request>> reqs;
+    for (int i = 0; i < 2; ++i) {
+      auto r = std::make_shared<Request>();
+      SeqSpec s;
+      s.prompt = two[i];
+      s.max_tokens = n_gen[i];
+      s.ignore_eos = true;
+      r->seqs.push_back(s);
+      reqs.push_back(r);
+    }
+    for (auto& r : reqs) ASSERT_TRUE((*loop)->submit(r).is_ok());
+    for (int i = 0; i < 2; ++i) {
+      auto out = collect(*reqs[i]);
+      EXPECT_EQ(out[0].tokens, reference(*m, two[i], n_gen[i])) << i;
+      EXPECT_EQ(out[0].finish_reason, "length");
+    }
+    EXPECT_EQ((*loop)->stats().batch_tokens_total.load(), expect_tokens);
+    EXPECT_EQ((*loop)->stats().generated_tokens_total.load(), 15);
+    // Padding rows are freed when their batch ends.
+    for (int i = 0; i < 100 && (*loop)->stats().kv_blocks_used.load() != 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ((*loop)->stats().kv_blocks_used.load(), 0);
+  }
 }
 
 // n samples of one prompt in one request (as the server sends n > 1): sampling `sp` with seeds
