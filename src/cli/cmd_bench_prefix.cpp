@@ -24,10 +24,8 @@ namespace kvserve::cli {
 namespace {
 
 struct BenchPrefixFlags {
-  ModelFlags model;
+  BenchModelFlags model;
   PrefixFlags prefix;  // --hash is used; --prefix-cache is ignored (both are measured)
-  std::string preset = "smollm-135m";
-  std::string dtype = "q8_0";
   int n_shared = 1024;
   int n_suffix = 64;
   int n_requests = 16;
@@ -84,13 +82,6 @@ Result<Pass> run_pass(const Model& m, const BenchPrefixFlags& f, EngineOptions e
   return pass;
 }
 
-Result<std::string> model_path(const BenchPrefixFlags& f) {
-  if (!f.model.model_path.empty()) return f.model.model_path;
-  auto dt = dtype_from_name(f.dtype);
-  if (!dt) return invalid_argument("bad --dtype '" + f.dtype + "'");
-  return synth_preset_path(f.preset, *dt);
-}
-
 int run_prefix(const BenchPrefixFlags& f) {
   if (f.n_shared < 0 || f.n_suffix < 1 || f.n_requests < 2) {
     return report(invalid_argument("need --shared >= 0, --suffix >= 1 and --requests >= 2"));
@@ -99,7 +90,8 @@ int run_prefix(const BenchPrefixFlags& f) {
   eo.block_size = f.block_size;
   eo.n_threads = f.n_threads;
   auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type) return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  if (!kv_type)
+    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
   eo.kv_type_k = eo.kv_type_v = *kv_type;
   if (Status st = apply_prefix_flags(f.prefix, eo); !st.is_ok()) return report(st);
   const int n_prompt = f.n_shared + f.n_suffix;
@@ -108,7 +100,7 @@ int run_prefix(const BenchPrefixFlags& f) {
   // shared prompt, touched by every request, stays cached.
   eo.kv_blocks = f.kv_blocks > 0 ? f.kv_blocks : 2 * blocks_for_tokens(n_prompt + 1, f.block_size);
 
-  auto path = model_path(f);
+  auto path = bench_model_path(f.model);
   if (!path) return report(path.status());
   LoadOptions lo;
   lo.tokenizer_path = f.model.tokenizer_path;
@@ -181,11 +173,9 @@ void register_bench_prefix(CLI::App* bench, int* rc) {
   auto f = std::make_shared<BenchPrefixFlags>();
   CLI::App* sub =
       bench->add_subcommand("prefix", "TTFT of requests sharing a prompt, prefix cache off vs on");
-  add_model_flags(*sub, f->model);
+  add_bench_model_flags(*sub, f->model);
   sub->add_option("--hash", f->prefix.hash, "prefix-cache key hash: xxh3 or sha256")
       ->capture_default_str();
-  sub->add_option("--preset", f->preset, "synth preset (when no -m)")->capture_default_str();
-  sub->add_option("--dtype", f->dtype, "synth weight type")->capture_default_str();
   sub->add_option("--shared", f->n_shared, "tokens of the shared system prompt")
       ->capture_default_str();
   sub->add_option("--suffix", f->n_suffix, "tokens of each request's own suffix")

@@ -24,7 +24,6 @@
 #include "cli/common.h"
 #include "core/cpu_features.h"
 #include "engine/engine_loop.h"
-#include "model/synth.h"
 #include "server/http_server.h"
 
 namespace kvserve::cli {
@@ -32,9 +31,7 @@ namespace kvserve::cli {
 namespace {
 
 struct BenchServeFlags {
-  ModelFlags model;
-  std::string preset = "smollm-135m";
-  std::string dtype = "q8_0";
+  BenchModelFlags model;
   std::string clients = "1,4,16,64";
   std::string schedulers = "continuous,static,static-shrink";
   int requests_per_client = 2;
@@ -66,25 +63,6 @@ double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
   return v[i];
-}
-
-Result<std::string> bench_model_path(const BenchServeFlags& f) {
-  if (!f.model.model_path.empty()) return f.model.model_path;
-  auto dt = dtype_from_name(f.dtype);
-  if (!dt) return invalid_argument("bad --dtype '" + f.dtype + "'");
-  KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
-  const std::string path = dir + "/synth-" + f.preset + "-" + dtype_name(*dt) + "-s0.gguf";
-  if (std::filesystem::exists(path)) return path;
-  std::fprintf(stderr, "kvserve bench: writing synth model %s\n", path.c_str());
-  SynthOptions so;
-  so.preset = f.preset;
-  so.dtype = *dt;
-  so.out_path = path + ".tmp";
-  KV_RETURN_IF_ERROR(write_synth_model(so));
-  std::error_code ec;
-  std::filesystem::rename(so.out_path, path, ec);
-  if (ec) return io_error("cannot rename " + so.out_path + ": " + ec.message());
-  return path;
 }
 
 // One request of the workload.
@@ -358,7 +336,7 @@ int run_bench_serve(const BenchServeFlags& f) {
   auto kv_type = kv_type_from_name(f.kv_type);
   if (!kv_type)
     return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
-  auto path = bench_model_path(f);
+  auto path = bench_model_path(f.model);
   if (!path) return report(path.status());
   LoadOptions lo;
   lo.tokenizer_path = f.model.tokenizer_path;
@@ -461,9 +439,7 @@ void register_bench_serve(CLI::App* bench, int* rc) {
   auto f = std::make_shared<BenchServeFlags>();
   CLI::App* cmd = bench->add_subcommand(
       "serve", "throughput and latency under concurrent load, continuous vs static batching");
-  add_model_flags(*cmd, f->model);
-  cmd->add_option("--preset", f->preset, "synth preset (when no -m)")->capture_default_str();
-  cmd->add_option("--dtype", f->dtype, "synth weight type")->capture_default_str();
+  add_bench_model_flags(*cmd, f->model);
   cmd->add_option("--clients", f->clients, "concurrent clients, comma-separated")
       ->capture_default_str();
   cmd->add_option("--schedulers", f->schedulers,

@@ -183,6 +183,19 @@ Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o) {
   return Status::ok();
 }
 
+void add_bench_model_flags(CLI::App& app, BenchModelFlags& f) {
+  add_model_flags(app, f);
+  app.add_option("--preset", f.preset, "synth preset (when no -m)")->capture_default_str();
+  app.add_option("--dtype", f.dtype, "synth weight type")->capture_default_str();
+}
+
+Result<std::string> bench_model_path(const BenchModelFlags& f) {
+  if (!f.model_path.empty()) return f.model_path;
+  auto dt = dtype_from_name(f.dtype);
+  if (!dt) return invalid_argument("bad --dtype '" + f.dtype + "'");
+  return synth_preset_path(f.preset, *dt);
+}
+
 Result<std::string> synth_preset_path(const std::string& preset, DType dtype) {
   KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
   const std::string path = dir + "/synth-" + preset + "-" + dtype_name(dtype) + "-s0.gguf";

@@ -57,6 +57,14 @@ Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o);
 
 // A synth preset model cached under cache_dir() (synth-PRESET-DTYPE-s0.gguf), written once.
 Result<std::string> synth_preset_path(const std::string& preset, DType dtype);
+// The benchmarks' model: -m when given, else a synth preset (--preset, --dtype).
+struct BenchModelFlags : ModelFlags {
+  std::string preset = "smollm-135m";
+  std::string dtype = "q8_0";
+};
+void add_bench_model_flags(CLI::App& app, BenchModelFlags& f);
+// -m, else the preset's cached synth model (written on first use).
+Result<std::string> bench_model_path(const BenchModelFlags& f);
 
 // "1,4,16" -> {1, 4, 16}; invalid_argument naming `flag` for anything not a positive integer.
 Result<std::vector<int>> parse_positive_ints(const std::string& text, const char* flag);
@@ -76,5 +84,6 @@ void register_bench_prefix(CLI::App* bench, int* rc);  // `kvserve bench prefix`
 void register_serve(CLI::App& app, int* rc);
 void register_bench_serve(CLI::App* bench, int* rc);       // `kvserve bench serve`
 void register_bench_kv_quality(CLI::App* bench, int* rc);  // `kvserve bench kv-quality`
+void register_bench_batch(CLI::App* bench, int* rc);       // `kvserve bench batch`
 
 }  // namespace kvserve::cli

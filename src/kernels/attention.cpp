@@ -87,7 +87,7 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
   });
   for (int h = 0; h < n_gqa; ++h) {
     float* sh = sc.data() + static_cast<size_t>(h) * kPartition;
-    const float m = *std::max_element(sh, sh + n);
+    const float m = fns.max(sh, n);
     m_out[h] = m;
     l_out[h] = fns.exp_sum(sh, n, m);
     if (e_out) std::copy(sh, sh + n, e_out + static_cast<size_t>(h) * kPartition);

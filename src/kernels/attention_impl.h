@@ -18,14 +18,16 @@ struct AttnTileFns {
   // s[h * s_stride + t] = scale * dot(q[h], K[t]) for h in [0, n_gqa), t in [0, n).
   // q: [n_gqa][hd] f32. k: the first row of the run (K layout of `type`); k_header: the
   // tile's header for q4 K (per-channel scales and mins), else unused.
-  void (*scores)(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header,
-                 KvType type, int n, int hd, float scale, float* s, int s_stride);
+  void (*scores)(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header, KvType type,
+                 int n, int hd, float scale, float* s, int s_stride);
   // out[h][e] += sum over t in [0, n), ascending, of p[h * p_stride + t] * V[t][e].
   // v: the first row of the run (V layout of `type`).
   void (*accum)(const float* p, int p_stride, int n_gqa, const uint8_t* v, KvType type, int n,
                 int hd, float* out);
   // x[i] = exp(x[i] - m) for i in [0, n); returns the sum of the results (fixed order).
   float (*exp_sum)(float* x, int n, float m);
+  // The largest of x[0, n), n >= 1 (a maximum: exact whatever the order).
+  float (*max)(const float* x, int n);
 };
 
 // The fastest tile functions usable for head_dim on this CPU (capped at `level`). The choice

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention_impl.h"
@@ -60,10 +61,14 @@ float exp_sum(float* x, int n, float m) {
   return sum;
 }
 
+float max_of(const float* x, int n) {
+  return *std::max_element(x, x + n);
+}
+
 }  // namespace
 
 const AttnTileFns& attn_tile_fns_scalar() {
-  static const AttnTileFns fns{scores, accum, exp_sum};
+  static const AttnTileFns fns{scores, accum, exp_sum, max_of};
   return fns;
 }
 

@@ -138,6 +138,25 @@ TEST(AttentionTiles, SimdLevelsMatchScalar) {
   }
 }
 
+// The row maximum (softmax's shift) is the exact maximum on every level, wherever it lies in
+// the row and however long the row (full vectors, a tail, or shorter than one vector).
+TEST(AttentionTiles, MaxIsExactOnEveryLevel) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-50, -1);
+  const auto& feats = cpu_features();
+  std::vector<const kernels::AttnTileFns*> levels = {&kernels::attn_tile_fns_scalar()};
+  if (feats.avx2 && feats.fma && feats.f16c) levels.push_back(kernels::attn_tile_fns_avx2());
+  if (cpu_level() >= CpuLevel::kAvx512) levels.push_back(kernels::attn_tile_fns_avx512());
+  for (int n = 1; n <= 70; ++n) {
+    for (int at = 0; at < n; at += 3) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = u(rng);
+      x[at] = -0.5f;  // the largest
+      for (const auto* f : levels) ASSERT_EQ(f->max(x.data(), n), -0.5f) << n << " " << at;
+    }
+  }
+}
+
 // ---- Quantized KV types (issue 5) ----
 
 constexpr KvType kKvTypes[] = {KvType::kF32, KvType::kF16, KvType::kBF16,
