@@ -374,7 +374,7 @@ void EngineLoop::update_stats() {
   const KvCacheStats ks = kv_->stats();
   stats_.prefix_cache_queries_total = ks.n_query_tokens;
   stats_.prefix_cache_hits_total = ks.n_hit_tokens;
-  stats_.seqs_running = scheduler_.n_running();
+  stats_.seqs_running = scheduler_.n_running_requests();
   stats_.seqs_waiting = scheduler_.n_waiting();
   stats_.preemptions_total = scheduler_.n_preemptions();
   stats_.swapped_out_total = scheduler_.n_swapped_out();

@@ -173,7 +173,14 @@ void Scheduler::preempt(Sequence& seq) {
 
 bool Scheduler::reserve_or_preempt(Sequence& seq, int n_tokens) {
   while (!kv_.reserve(seq.id, n_tokens).is_ok()) {
-    Sequence& victim = *running_.back();  // the newest; never one planned before seq
+    if (seq.pad) {  // a padding row gives way; it takes no block from anyone
+      finish(&seq);
+      return false;
+    }
+    // Padding rows go first (newest first), then the newest request; padding rows are planned
+    // after every request, so a victim is never one planned before seq.
+    auto pad = std::find_if(running_.rbegin(), running_.rend(), [](auto& p) { return p->pad; });
+    Sequence& victim = pad != running_.rend() ? **pad : *running_.back();
     preempt(victim);
     if (&victim == &seq) return false;
   }
@@ -181,12 +188,21 @@ bool Scheduler::reserve_or_preempt(Sequence& seq, int n_tokens) {
 }
 
 void Scheduler::schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget) {
-  // Indexes stay valid: preemption only removes the newest, which is at or after i.
-  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
-    Sequence& s = *running_[i];
-    if (s.n_known() - s.n_computed != 1) continue;
-    if (!reserve_or_preempt(s, kv_.table(s.id).n_tokens + 1)) break;
-    plan.push_back({&s, s.n_computed, 1});
+  // Requests oldest first, then padding rows. Preemption may remove sequences from running_
+  // meanwhile, so the order is a snapshot and each is checked before it is planned.
+  std::vector<Sequence*> order;
+  for (const auto& p : running_)
+    if (!p->pad) order.push_back(p.get());
+  for (const auto& p : running_)
+    if (p->pad) order.push_back(p.get());
+  auto running = [&](const Sequence* s) {
+    return std::any_of(running_.begin(), running_.end(), [&](auto& p) { return p.get() == s; });
+  };
+  for (Sequence* s : order) {
+    if (budget <= 0) break;
+    if (!running(s) || s->n_known() - s->n_computed != 1) continue;
+    if (!reserve_or_preempt(*s, kv_.table(s->id).n_tokens + 1)) continue;
+    plan.push_back({s, s->n_computed, 1});
     --budget;
   }
 }

@@ -15,6 +15,7 @@
 // Not thread-safe: only the engine loop calls it. It owns the sequences and their KV tables.
 #pragma once
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -110,7 +111,12 @@ class Scheduler {
   // Every sequence, running then waiting (for cancellation sweeps); padding rows excluded.
   std::vector<Sequence*> all() const;
 
-  int n_running() const { return static_cast<int>(running_.size()); }
+  int n_running() const { return static_cast<int>(running_.size()); }  // padding rows too
+  // Running sequences whose requests are still open (static batching's padding rows excluded).
+  int n_running_requests() const {
+    return static_cast<int>(
+        std::count_if(running_.begin(), running_.end(), [](const auto& s) { return !s->pad; }));
+  }
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
   bool idle() const { return running_.empty() && waiting_.empty(); }
   int64_t n_preemptions() const { return n_preemptions_; }
