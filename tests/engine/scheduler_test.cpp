@@ -386,7 +386,7 @@ TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
   const Model* m = test::synth_demo_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
-  o.engine.n_ctx = 64;
+  o.engine.n_ctx = 2048;
   o.engine.n_threads = 1;
   o.sched.max_seqs = 1;
   o.max_queue = 0;
@@ -395,21 +395,25 @@ TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
   auto bad = std::make_shared<Request>();
   bad->seqs.push_back(SeqSpec{});
   EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // empty prompt
-  bad->seqs[0].prompt.assign(65, 5);
+  bad->seqs[0].prompt.assign(2049, 5);
   EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // over the context
+  // a runs for seconds (until cancelled), so the queue is surely full while it does, however
+  // this thread is scheduled.
   auto a = std::make_shared<Request>();
   SeqSpec s;
   s.prompt = {5, 6, 7};
-  s.max_tokens = 50;
+  s.max_tokens = 2000;
   s.ignore_eos = true;
   a->seqs.push_back(s);
   ASSERT_TRUE((*loop)->submit(a).is_ok());
   auto b = std::make_shared<Request>();
+  s.max_tokens = 5;
   b->seqs.push_back(s);
   EXPECT_EQ((*loop)->submit(b).code(), StatusCode::kOutOfMemory);  // queue full
-  collect(*a);
+  (*loop)->cancel(a);
+  EXPECT_EQ(collect(*a)[0].finish_reason, "cancelled");
   EXPECT_TRUE((*loop)->submit(b).is_ok());
-  collect(*b);
+  EXPECT_EQ(collect(*b)[0].finish_reason, "length");
 }
 
 // Scheduler alone (no model): budgets and chunking.
