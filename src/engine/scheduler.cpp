@@ -195,12 +195,9 @@ void Scheduler::schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget)
     if (!p->pad) order.push_back(p.get());
   for (const auto& p : running_)
     if (p->pad) order.push_back(p.get());
-  auto running = [&](const Sequence* s) {
-    return std::any_of(running_.begin(), running_.end(), [&](auto& p) { return p.get() == s; });
-  };
   for (Sequence* s : order) {
     if (budget <= 0) break;
-    if (!running(s) || s->n_known() - s->n_computed != 1) continue;
+    if (!is_running(s) || s->n_known() - s->n_computed != 1) continue;
     if (!reserve_or_preempt(*s, kv_.table(s->id).n_tokens + 1)) continue;
     plan.push_back({s, s->n_computed, 1});
     --budget;
@@ -255,10 +252,13 @@ void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
   }
 }
 
+bool Scheduler::is_running(const Sequence* seq) const {
+  return std::any_of(running_.begin(), running_.end(),
+                     [&](const auto& p) { return p.get() == seq; });
+}
+
 void Scheduler::retire(Sequence* seq) {
-  const bool running =
-      std::any_of(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == seq; });
-  if (opts_.kind != SchedulerKind::kStatic || !running) return finish(seq);
+  if (opts_.kind != SchedulerKind::kStatic || !is_running(seq)) return finish(seq);
   release_siblings(*seq);
   seq->pad = true;
 }

@@ -6,11 +6,12 @@
 //      static batching keeps a finished sequence's row computing (its output discarded) until
 //      its whole batch is done, as request-level batching does (HF generate, FasterTransformer);
 //      static-shrink drops finished rows but admits none until the batch is done;
-//   2. schedules one token for every running sequence that is decoding, oldest first, growing
-//      its block table; when the pool is empty it preempts the newest running sequence: its
-//      blocks are freed and it waits again at the front of the queue, either to be recomputed
-//      (recompute mode) or with its K/V copied to host memory first and copied back on
-//      re-admission (swap mode, within --swap-space; recompute beyond it);
+//   2. schedules one token for every running sequence that is decoding, oldest first (static
+//      batching's padding rows last), growing its block table; when the pool is empty it drops
+//      padding rows, then preempts the newest running sequence: its blocks are freed and it
+//      waits again at the front of the queue, either to be recomputed (recompute mode) or with
+//      its K/V copied to host memory first and copied back on re-admission (swap mode, within
+//      --swap-space; recompute beyond it);
 //   3. fills what is left of the token budget with prefill chunks, oldest first.
 // Not thread-safe: only the engine loop calls it. It owns the sequences and their KV tables.
 #pragma once
@@ -130,6 +131,7 @@ class Scheduler {
 
  private:
   bool may_admit(const Sequence& seq) const;
+  bool is_running(const Sequence* seq) const;
   void drop_padding_if_batch_done();
   void admit();
   void schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget);
