@@ -383,7 +383,7 @@ TEST(SchedulerEngine, CancellationFreesBlocks) {
 }
 
 TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
-  const Model* m = test::synth_demo_model();
+  const Model* m = slow_model();
   ASSERT_NE(m, nullptr);
   EngineLoopOptions o;
   o.engine.n_ctx = 2048;
@@ -397,8 +397,8 @@ TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
   EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // empty prompt
   bad->seqs[0].prompt.assign(2049, 5);
   EXPECT_EQ((*loop)->submit(bad).code(), StatusCode::kInvalidArgument);  // over the context
-  // a runs for seconds (until cancelled), so the queue is surely full while it does, however
-  // this thread is scheduled.
+  // a runs for about 2 s on the slow model (until cancelled), so the queue is surely full while
+  // it does, however this thread is scheduled.
   auto a = std::make_shared<Request>();
   SeqSpec s;
   s.prompt = {5, 6, 7};
