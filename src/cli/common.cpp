@@ -32,6 +32,9 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
       ->capture_default_str();
   app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
   app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
+  app.add_flag("--kv-lazy", f.kv_lazy,
+               "commit KV memory as blocks are first written, not at start-up (decode steps "
+               "then pay the page faults)");
   app.add_option("--kv-type", f.kv_type,
                  std::string("KV element type of K and V: ") + kv_type_list())
       ->capture_default_str();
@@ -85,6 +88,7 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   o.kv_blocks = f.kv_blocks;
   o.n_ctx = f.n_ctx;
   o.n_threads = f.n_threads;
+  o.kv_commit = f.kv_lazy ? KvCommit::kOnWrite : KvCommit::kAtStart;
   if (f.n_ctx < 0) return invalid_argument("--ctx must be positive");
   if (f.n_threads < 0) return invalid_argument("--threads must be positive");
   if (!f.kv_budget.empty()) {

@@ -23,6 +23,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f);
 struct EngineFlags {
   int block_size = 16;
   std::string kv_budget;  // "512MiB"
+  bool kv_lazy = false;   // --kv-lazy: KvCommit::kOnWrite
   int kv_blocks = 0;
   std::string kv_type = "f16";       // both K and V
   std::string kv_type_k, kv_type_v;  // override kv_type for K or V when set

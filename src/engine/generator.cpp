@@ -77,7 +77,7 @@ Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const 
   } else {
     prefix = std::make_unique<NoPrefixCache>();
   }
-  return KvCacheManager::create(layout, n_blocks, std::move(prefix), o.kv_policy);
+  return KvCacheManager::create(layout, n_blocks, std::move(prefix), o.kv_policy, o.kv_commit);
 }
 
 Result<std::unique_ptr<Generator>> Generator::create(const Model& model,

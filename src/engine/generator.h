@@ -36,6 +36,7 @@ struct EngineOptions {
   bool prefix_cache = true;             // share full KV blocks across requests by content
   HashKind hash = HashKind::kXxh3_128;  // key hash of the prefix cache
   KvPolicy kv_policy;                   // full, sliding window / sinks, or H2O
+  KvCommit kv_commit = KvCommit::kAtStart;  // when KV memory becomes resident (kv/kv_storage.h)
 };
 
 struct GenerateRequest {

@@ -203,9 +203,9 @@ inline __mmask16 lane_mask(int64_t n) {
 struct Panels {
   const uint8_t* p;  // group 0's panel; group g's at p + g * gstride
   size_t gstride;
-  // Packed weights: the next panels, prefetched into L2 a share per block while this tile
-  // computes (the hardware prefetcher alone leaves the tiles waiting on memory; into L1 was
-  // slower, and further ahead no better).
+  // Packed weights: this tile's share of the next panels, prefetched into L2 a little per
+  // block while it computes (the hardware prefetcher alone leaves the tiles waiting on memory;
+  // into L1 was slower, and further ahead no better).
   const uint8_t* pf = nullptr;
   int64_t pf_bytes = 0;
 };
@@ -218,7 +218,9 @@ void int_tile(const MatArgs& a, const Panels& pn, int64_t r, int64_t nr, int64_t
   const uint8_t* panel = pn.p;
   const size_t gstride = pn.gstride;
   const int64_t nb = a.cols / kBlk;
-  const int64_t pf_step = pn.pf ? (pn.pf_bytes + nb * 64 - 1) / (nb * 64) * 64 : 0;
+  // The tile's share of the prefetch, spread evenly over its blocks.
+  const int64_t pf_step =
+      pn.pf ? (pn.pf_bytes + (b1 - b0) * 64 - 1) / ((b1 - b0) * 64) * 64 : 0;
   const int8_t* xq[NT];
   const int32_t* xc[NT];
   const float* xd[NT];
@@ -236,7 +238,8 @@ void int_tile(const MatArgs& a, const Panels& pn, int64_t r, int64_t nr, int64_t
   }
   const uint8_t* scales = panel + nb * kPanelQuantBytes;
   for (int64_t b = b0; b < b1; ++b) {
-    for (int64_t off = b * pf_step; off < (b + 1) * pf_step && off < pn.pf_bytes; off += 64)
+    for (int64_t off = (b - b0) * pf_step; off < (b - b0 + 1) * pf_step && off < pn.pf_bytes;
+         off += 64)
       _mm_prefetch(reinterpret_cast<const char*>(pn.pf + off), _MM_HINT_T1);
     const uint8_t* pb = panel + b * kPanelQuantBytes;
     __m512i is[G][NT];
@@ -322,12 +325,22 @@ void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
     // Token tiles as even as possible (13 tokens: 5 + 4 + 4, not 6 + 6 + 1): a thin tile
     // reads the weights as often as a full one for a fraction of the work.
     const int64_t n_tiles = (a.n_tok + kTokTileInt - 1) / kTokTileInt;
+    // The prefetch is spread over all (slice, tile, block) steps in order. Issued in the first
+    // tile of each slice only, it outran memory at 16 tokens and stalled on full fill buffers
+    // (a third of the kernel's time went to the prefetch instruction).
+    const int64_t n_steps = nb * n_tiles;
     for (int64_t b0 = 0; b0 < nb; b0 += kc) {
       const int64_t b1 = min64(nb, b0 + kc);
       for (int64_t i = 0, t0 = 0; i < n_tiles; ++i) {
         const int64_t nt = a.n_tok / n_tiles + (i < a.n_tok % n_tiles ? 1 : 0);
         Panels tile = pn;
-        if (t0 > 0) tile.pf = nullptr;  // once per slice
+        if (pn.pf) {
+          const int64_t s0 = b0 * n_tiles + i * (b1 - b0), s1 = s0 + (b1 - b0);
+          const int64_t lo = pn.pf_bytes * s0 / n_steps / 64 * 64;
+          const int64_t hi = s1 == n_steps ? pn.pf_bytes : pn.pf_bytes * s1 / n_steps / 64 * 64;
+          tile.pf = pn.pf + lo;
+          tile.pf_bytes = hi - lo;
+        }
         if (groups == 2)
           int_tiles<2>(a, tile, r, nr, t0, nt, b0, b1, b0 == 0);
         else

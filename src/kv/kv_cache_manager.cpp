@@ -25,10 +25,11 @@ Status kv_policy_supported(const KvPolicy& policy, const KvLayout& layout) {
 
 Result<std::unique_ptr<KvCacheManager>> KvCacheManager::create(const KvLayout& layout, int n_blocks,
                                                                std::unique_ptr<PrefixCache> prefix,
-                                                               const KvPolicy& policy) {
+                                                               const KvPolicy& policy,
+                                                               KvCommit commit) {
   KV_RETURN_IF_ERROR(validate_kv_policy(policy));
   KV_RETURN_IF_ERROR(kv_policy_supported(policy, layout));
-  KV_ASSIGN_OR_RETURN(auto storage, KvStorage::create(layout, n_blocks));
+  KV_ASSIGN_OR_RETURN(auto storage, KvStorage::create(layout, n_blocks, commit));
   if (!prefix) prefix = std::make_unique<NoPrefixCache>();
   return std::unique_ptr<KvCacheManager>(
       new KvCacheManager(std::move(storage), std::move(prefix), policy));

@@ -82,7 +82,8 @@ class KvCacheManager {
   // policy: how each sequence's cache is bounded (validated here).
   static Result<std::unique_ptr<KvCacheManager>> create(const KvLayout& layout, int n_blocks,
                                                         std::unique_ptr<PrefixCache> prefix = {},
-                                                        const KvPolicy& policy = FullKv{});
+                                                        const KvPolicy& policy = FullKv{},
+                                                        KvCommit commit = KvCommit::kOnWrite);
 
   const KvLayout& layout() const { return storage_->layout(); }
   int block_size() const { return layout().block_size; }

@@ -26,7 +26,29 @@ Status KvLayout::check() const {
   return kv_type_check(v_type, KvRole::kV, head_dim, block_size);
 }
 
-Result<std::unique_ptr<KvStorage>> KvStorage::create(const KvLayout& layout, int n_blocks) {
+namespace {
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
+// Makes [p, p + bytes) resident. The kernel populates it in one call where it can (no fault per
+// page, and ENOMEM instead of the OOM killer); older kernels get one write per page.
+Status commit_pages(void* p, size_t bytes) {
+  if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0) return Status::ok();
+  if (errno != EINVAL) {
+    return out_of_memory("cannot commit " + format_bytes(static_cast<double>(bytes)) +
+                         " for the KV cache: " + std::strerror(errno));
+  }
+  volatile uint8_t* b = static_cast<uint8_t*>(p);
+  for (size_t i = 0; i < bytes; i += 4096) b[i] = 0;
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvStorage>> KvStorage::create(const KvLayout& layout, int n_blocks,
+                                                     KvCommit commit) {
   KV_RETURN_IF_ERROR(layout.check());
   if (n_blocks < 1) return invalid_argument("the KV cache needs at least one block");
   const size_t bytes = layout.bytes_per_block() * static_cast<size_t>(n_blocks);
@@ -39,6 +61,12 @@ Result<std::unique_ptr<KvStorage>> KvStorage::create(const KvLayout& layout, int
   // Transparent huge pages where the system allows them (advice only): attention walks many
   // short tiles scattered over the mapping, and with 4 KiB pages nearly every tile is a TLB miss.
   madvise(p, bytes, MADV_HUGEPAGE);
+  if (commit == KvCommit::kAtStart) {
+    if (Status st = commit_pages(p, bytes); !st.is_ok()) {
+      munmap(p, bytes);
+      return st;
+    }
+  }
   void* stage = nullptr;
   size_t stage_bytes = 0;
   if (layout.k_type == KvType::kQ4) {

@@ -2,8 +2,8 @@
 // Per layer, K and V are each [n_blocks][n_head_kv] tiles, a tile being one kv head of one block:
 // [block_size] rows of head_dim elements of k_type / v_type (row formats and headers in
 // kv/kv_type.h), a contiguous run of memory for the attention kernel. The memory is an
-// anonymous mapping (transparent huge pages advised): pages are committed when first written, so
-// a large budget costs address space, not RSS, until it is used. q4 K adds f16 staging rows for
+// anonymous mapping (transparent huge pages advised), made resident at creation or as blocks are
+// first written (KvCommit). q4 K adds f16 staging rows for
 // blocks that are not full yet (see write_token); bytes_total() counts the tiles only, as the
 // staging is bounded by the partial blocks in use (one per running sequence, plus CoW copies).
 #pragma once
@@ -19,6 +19,17 @@
 #include "kv/kv_type.h"
 
 namespace kvserve {
+
+// When the KV memory becomes resident.
+enum class KvCommit {
+  // Page by page as blocks are first written: a large budget costs address space, not RSS,
+  // until it is used, but decode steps pay the page faults (and the zeroing) of every new block.
+  kOnWrite,
+  // All of it at creation, as llama.cpp (which clears its KV buffer) and vLLM (which allocates
+  // it up front) do: steps never fault, and a budget the machine cannot hold fails at start-up
+  // instead of mid-request.
+  kAtStart,
+};
 
 struct KvLayout {
   int n_layer = 0;
@@ -54,8 +65,9 @@ struct KvTileView {
 class KvStorage {
  public:
   // Maps n_blocks blocks of memory. Fails (not aborts) when the layout is refused by
-  // KvLayout::check() or the mapping is refused.
-  static Result<std::unique_ptr<KvStorage>> create(const KvLayout& layout, int n_blocks);
+  // KvLayout::check(), or the mapping (or with kAtStart, committing it) is refused.
+  static Result<std::unique_ptr<KvStorage>> create(const KvLayout& layout, int n_blocks,
+                                                   KvCommit commit = KvCommit::kOnWrite);
   ~KvStorage();
   KvStorage(const KvStorage&) = delete;
   KvStorage& operator=(const KvStorage&) = delete;

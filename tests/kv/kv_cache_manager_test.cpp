@@ -1,6 +1,8 @@
 #include "kv/kv_cache_manager.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <vector>
@@ -113,6 +115,37 @@ TEST(KvStorage, RejectsBadLayouts) {
   KvLayout odd = small_layout(16, KvType::kQ4);
   odd.head_dim = 5;  // q4 packs channel pairs
   EXPECT_FALSE(KvStorage::create(odd, 4).is_ok());
+}
+
+// Fraction of the storage's pages that are resident (mincore).
+double resident_fraction(const KvStorage& kv) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t n_pages = (kv.bytes_total() + page - 1) / page;
+  std::vector<unsigned char> in(n_pages);
+  void* base = const_cast<uint8_t*>(kv.k_tile(0, 0, 0));  // layer 0, K, block 0: the start
+  if (mincore(base, kv.bytes_total(), in.data()) != 0) return -1;
+  size_t n = 0;
+  for (unsigned char c : in) n += c & 1;
+  return static_cast<double>(n) / n_pages;
+}
+
+TEST(KvStorage, CommitsItsMemoryAtStartOrOnFirstWrite) {
+  KvLayout l = small_layout(16);
+  l.head_dim = 64;  // 16 KiB a block: 256 blocks are 4 MiB
+  auto lazy = KvStorage::create(l, 256, KvCommit::kOnWrite);
+  auto eager = KvStorage::create(l, 256, KvCommit::kAtStart);
+  ASSERT_TRUE(lazy.is_ok() && eager.is_ok());
+  EXPECT_EQ((*eager)->bytes_total(), 256 * l.bytes_per_block());
+  EXPECT_EQ(resident_fraction(**eager), 1.0);
+  EXPECT_LT(resident_fraction(**lazy), 0.5);  // nothing written yet (a huge page at most)
+  // Either way the memory reads as zeros and takes writes.
+  const std::vector<float> k(l.n_head_kv * l.head_dim, 1.5f), v(k.size(), -2.0f);
+  for (auto* kv : {lazy->get(), eager->get()}) {
+    const float* t = reinterpret_cast<const float*>(kv->k_tile(1, 255, 1));
+    EXPECT_EQ(t[0], 0.0f);
+    kv->write_token(1, 255, 3, k.data(), v.data());
+    EXPECT_EQ(t[3 * l.head_dim], 1.5f);
+  }
 }
 
 TEST(ByteSize, ParsesUnits) {
