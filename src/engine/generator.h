@@ -25,17 +25,17 @@
 namespace kvserve {
 
 struct EngineOptions {
-  int block_size = 16;                  // tokens per KV block, 1..256
-  KvType kv_type_k = KvType::kF16;      // K element type (kv/kv_type.h)
-  KvType kv_type_v = KvType::kF16;      // V element type
-  int kv_blocks = 0;                    // > 0: exact block count
-  size_t kv_bytes = 0;                  // > 0 (and kv_blocks == 0): budget in bytes
-  int n_ctx = 0;                        // context limit; 0 = the model's trained context
-  int n_threads = 0;                    // 0 = one per core
-  int prefill_chunk = 512;              // tokens per prefill forward pass
-  bool prefix_cache = true;             // share full KV blocks across requests by content
-  HashKind hash = HashKind::kXxh3_128;  // key hash of the prefix cache
-  KvPolicy kv_policy;                   // full, sliding window / sinks, or H2O
+  int block_size = 16;                      // tokens per KV block, 1..256
+  KvType kv_type_k = KvType::kF16;          // K element type (kv/kv_type.h)
+  KvType kv_type_v = KvType::kF16;          // V element type
+  int kv_blocks = 0;                        // > 0: exact block count
+  size_t kv_bytes = 0;                      // > 0 (and kv_blocks == 0): budget in bytes
+  int n_ctx = 0;                            // context limit; 0 = the model's trained context
+  int n_threads = 0;                        // 0 = one per core
+  int prefill_chunk = 512;                  // tokens per prefill forward pass
+  bool prefix_cache = true;                 // share full KV blocks across requests by content
+  HashKind hash = HashKind::kXxh3_128;      // key hash of the prefix cache
+  KvPolicy kv_policy;                       // full, sliding window / sinks, or H2O
   KvCommit kv_commit = KvCommit::kAtStart;  // when KV memory becomes resident (kv/kv_storage.h)
 };
 

@@ -36,11 +36,16 @@ void for_rows(ThreadPool& pool, int n_rows, F&& fn) {
   });
 }
 
-void rmsnorm_rows(const float* x, const TensorView& w, float* out, int n_rows, int dim, float eps,
-                  ThreadPool& pool) {
+// out = rmsnorm(x), after x += residual where residual is given: the previous block's output
+// joins the residual stream in the same pass over the pool (a serial add between the two was
+// an idle core every layer).
+void rmsnorm_rows(float* x, const float* residual, const TensorView& w, float* out, int n_rows,
+                  int dim, float eps, ThreadPool& pool) {
   for_rows(pool, n_rows, [&](int r) {
-    kernels::rmsnorm(x + static_cast<size_t>(r) * dim, static_cast<const float*>(w.data),
-                     out + static_cast<size_t>(r) * dim, dim, eps);
+    float* xr = x + static_cast<size_t>(r) * dim;
+    if (residual) add_into(xr, residual + static_cast<size_t>(r) * dim, dim);
+    kernels::rmsnorm(xr, static_cast<const float*>(w.data), out + static_cast<size_t>(r) * dim, dim,
+                     eps);
   });
 }
 
@@ -90,6 +95,7 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
     kernels::get_row(model_.tok_embd, batch.tokens[r], x_.data() + static_cast<size_t>(r) * d);
   }
 
+  // Each block leaves its output in proj_, added to x_ by the next block's norm.
   for (int l = 0; l < cfg_.n_layer; ++l) {
     attention_block(l, batch);
     ffn_block(l, n);
@@ -102,6 +108,10 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
   for (const BatchSeq& s : batch.seqs) {
     const int first = s.logits_all ? 0 : s.n_tokens - 1;
     for (int i = first; i < s.n_tokens; ++i, ++out) {
+      if (cfg_.n_layer > 0) {  // the last FFN's output
+        add_into(x_.data() + static_cast<size_t>(row + i) * d,
+                 proj_.data() + static_cast<size_t>(row + i) * d, d);
+      }
       kernels::rmsnorm(x_.data() + static_cast<size_t>(row + i) * d,
                        static_cast<const float*>(model_.output_norm.data),
                        out_rows_.data() + static_cast<size_t>(out) * d, d, cfg_.rms_eps);
@@ -121,7 +131,8 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   v_.resize(static_cast<size_t>(n) * kv_dim);
   att_.resize(q_.size());
 
-  rmsnorm_rows(x_.data(), w.attn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
+  rmsnorm_rows(x_.data(), l > 0 ? proj_.data() : nullptr, w.attn_norm, xn_.data(), n, d,
+               cfg_.rms_eps, pool_);
   const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
   kernels::matmul_jobs(qkv, xn_.data(), n, pool_);
   add_bias(q_.data(), w.bq, n, q_dim);
@@ -147,7 +158,27 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
                   sink_sin_.data());
     }
   }
-  // RoPE (and K smoothing) row by row, over the pool; the observer sees rows in order.
+  // Each row's cache block and slot.
+  row_block_.resize(n);
+  row_slot_.resize(n);
+  std::vector<kernels::AttentionSeq> seqs;
+  for (int row = 0; const BatchSeq& s : batch.seqs) {
+    for (int i = 0; i < s.n_tokens; ++i) {
+      row_slot_[row + i] = s.slot0 + i;
+      row_block_[row + i] = s.table->block_for(s.slot0 + i, bs);
+    }
+    seqs.push_back({s.table, s.slot0, s.n_tokens, row, s.attn_scores});
+    row += s.n_tokens;
+  }
+  auto write_kv = [&](int r) {
+    kv_.write_token(l, row_block_[r], row_slot_[r] % bs,
+                    k_.data() + static_cast<size_t>(r) * kv_dim,
+                    v_.data() + static_cast<size_t>(r) * kv_dim);
+  };
+  // RoPE (and K smoothing) row by row, over the pool, each row then written to the cache. The
+  // observer sees rows in order, and q4 K rows are written in order (its staging is not
+  // thread-safe); every other type writes only the row's own slot.
+  const bool write_in_rows = !k_observer_ && kv_.layout().k_type != KvType::kQ4;
   auto rotate_row = [&](int r) {
     const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
     const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
@@ -160,24 +191,15 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
       for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
       if (hadamard_ok(hd)) hadamard_rows(kr, cfg_.n_head_kv, hd);
     }
+    if (write_in_rows) write_kv(r);
   };
   if (k_observer_) {
     for (int r = 0; r < n; ++r) rotate_row(r);
   } else {
     for_rows(pool_, n, rotate_row);
   }
-  // K/V into the cache in order (q4 K staging is not thread-safe).
-  std::vector<kernels::AttentionSeq> seqs;
-  int row = 0;
-  for (const BatchSeq& s : batch.seqs) {
-    for (int i = 0; i < s.n_tokens; ++i) {
-      const int r = row + i, slot = s.slot0 + i;
-      kv_.write_token(l, s.table->block_for(slot, bs), slot % bs,
-                      k_.data() + static_cast<size_t>(r) * kv_dim,
-                      v_.data() + static_cast<size_t>(r) * kv_dim);
-    }
-    seqs.push_back({s.table, s.slot0, s.n_tokens, row, s.attn_scores});
-    row += s.n_tokens;
+  if (!write_in_rows) {
+    for (int r = 0; r < n; ++r) write_kv(r);
   }
   if (!k_smooth_.div.empty() && hadamard_ok(hd)) {  // the queries' side of the rotation
     hadamard_rows(q_.data(), n * cfg_.n_head, hd);
@@ -188,7 +210,6 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, seqs, kv_, l,
                            cfg_.n_head, scale, win, att_.data(), pool_);
   kernels::matmul(w.wo, att_.data(), n, proj_.data(), pool_);
-  add_into(x_.data(), proj_.data(), proj_.size());
 }
 
 void ModelRunner::ffn_block(int l, int n) {
@@ -196,12 +217,11 @@ void ModelRunner::ffn_block(int l, int n) {
   const int d = cfg_.n_embd, ff = cfg_.n_ff;
   gate_.resize(static_cast<size_t>(n) * ff);
   up_.resize(gate_.size());
-  rmsnorm_rows(x_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
+  rmsnorm_rows(x_.data(), proj_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
   const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
   kernels::matmul_jobs(gate_up, xn_.data(), n, pool_);
   kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff, pool_);
   kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool_);
-  add_into(x_.data(), proj_.data(), proj_.size());
 }
 
 }  // namespace kvserve

@@ -50,6 +50,8 @@ class ModelRunner {
 
   // Activations, resized per batch; n = batch rows.
   std::vector<int> pos_;                    // [n]
+  std::vector<BlockId> row_block_;          // [n] each row's KV block
+  std::vector<int> row_slot_;               // [n] and slot in its sequence
   std::vector<float> rope_cos_, rope_sin_;  // [n][head_dim/2]
   // Matmul inputs and outputs are 64-byte aligned (core/aligned.h).
   AlignedFloats x_;          // [n][n_embd] residual stream

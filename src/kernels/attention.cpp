@@ -126,13 +126,30 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
   part.o.resize(n_tasks * n_gqa * hd);
   if (want_scores) part.e.resize(n_tasks * n_gqa * kPartition);
 
+  // A (query, kv head) whose context is one partition needs no merge: its task writes and
+  // normalises its output in place, with the merge's operations (w = e^0 = 1), so the result
+  // is the same bits. Most decode contexts are a single partition, and the merge is serial.
+  auto alone = [&](size_t t) {
+    return tasks[t].first && (t + 1 == n_tasks || tasks[t + 1].first) && !seqs[tasks[t].seq].scores;
+  };
+  auto out_of = [&](const Task& k) {
+    return out + (static_cast<size_t>(seqs[k.seq].row0 + k.i) * n_head + k.g * n_gqa) * hd;
+  };
   // Tasks differ in cost (causal rows, the last partition is partial): one task per chunk.
   pool.parallel_for(static_cast<int64_t>(n_tasks), 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const Task& k = tasks[t];
       float* e = seqs[k.seq].scores ? &part.e[t * n_gqa * kPartition] : nullptr;
+      const bool direct = alone(t);
+      float* o = direct ? out_of(k) : &part.o[t * n_gqa * hd];
       attend_partition(fns, k.sink ? q_sink : q, seqs[k.seq], k, kv, layer, n_head, scale,
-                       &part.m[t * n_gqa], &part.l[t * n_gqa], &part.o[t * n_gqa * hd], e);
+                       &part.m[t * n_gqa], &part.l[t * n_gqa], o, e);
+      if (!direct) continue;
+      for (int h = 0; h < n_gqa; ++h) {
+        const float inv = 1.0f / (0.0f + part.l[t * n_gqa + h]);
+        float* oh = o + static_cast<size_t>(h) * hd;
+        for (int c = 0; c < hd; ++c) oh[c] = (0.0f + oh[c]) * inv;
+      }
     }
   });
 
@@ -141,9 +158,13 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
   for (size_t t0 = 0; t0 < n_tasks;) {
     size_t t1 = t0 + 1;
     while (t1 < n_tasks && !tasks[t1].first) ++t1;
+    if (alone(t0)) {
+      t0 = t1;
+      continue;
+    }
     const Task& k = tasks[t0];
     const AttentionSeq& s = seqs[k.seq];
-    float* og = out + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
+    float* og = out_of(k);
     for (int h = 0; h < n_gqa; ++h) {
       float mx = -std::numeric_limits<float>::infinity();
       for (size_t t = t0; t < t1; ++t) mx = std::max(mx, part.m[t * n_gqa + h]);

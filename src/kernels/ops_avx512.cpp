@@ -219,8 +219,7 @@ void int_tile(const MatArgs& a, const Panels& pn, int64_t r, int64_t nr, int64_t
   const size_t gstride = pn.gstride;
   const int64_t nb = a.cols / kBlk;
   // The tile's share of the prefetch, spread evenly over its blocks.
-  const int64_t pf_step =
-      pn.pf ? (pn.pf_bytes + (b1 - b0) * 64 - 1) / ((b1 - b0) * 64) * 64 : 0;
+  const int64_t pf_step = pn.pf ? (pn.pf_bytes + (b1 - b0) * 64 - 1) / ((b1 - b0) * 64) * 64 : 0;
   const int8_t* xq[NT];
   const int32_t* xc[NT];
   const float* xd[NT];

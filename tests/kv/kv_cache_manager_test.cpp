@@ -28,9 +28,7 @@ class KvCacheManagerTest : public ::testing::Test {
     kv = std::move(*m);
   }
   // The invariant every test ends with: every block is back in the pool.
-  void TearDown() override {
-    ASSERT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total());
-  }
+  void TearDown() override { ASSERT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total()); }
   std::unique_ptr<KvCacheManager> kv;
 };
 
