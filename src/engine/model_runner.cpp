@@ -1,5 +1,6 @@
 #include "engine/model_runner.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/assert.h"
@@ -22,30 +23,32 @@ void add_into(float* x, const float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
-// Row-wise work over the pool once there are enough rows to pay for the hand-off (each row's
-// result is the same whichever thread computes it).
+// Row-wise work over the pool once there are enough rows to pay for the hand-off: tasks of
+// about 4K values (each row's result is the same whichever thread computes it).
 template <class F>
-void for_rows(ThreadPool& pool, int n_rows, F&& fn) {
-  constexpr int kRowsPerTask = 8;
-  if (n_rows < 2 * kRowsPerTask) {
+void for_rows(ThreadPool& pool, int n_rows, int dim, F&& fn) {
+  const int rows_per_task = std::max(1, 4096 / dim);
+  if (n_rows < 2 * rows_per_task) {
     for (int r = 0; r < n_rows; ++r) fn(r);
     return;
   }
-  pool.parallel_for(n_rows, kRowsPerTask, [&](int64_t r0, int64_t r1) {
+  pool.parallel_for(n_rows, rows_per_task, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) fn(static_cast<int>(r));
   });
 }
 
-// out = rmsnorm(x), after x += residual where residual is given: the previous block's output
-// joins the residual stream in the same pass over the pool (a serial add between the two was
-// an idle core every layer).
+// out = rmsnorm(x), after x += residual where residual is given, each row then prepared for
+// the matmul that reads out (quantized): the previous block's output joins the residual stream
+// and the next matmul's input is ready in one pass over the pool, where a serial add and a
+// quantization pass each left a core idle.
 void rmsnorm_rows(float* x, const float* residual, const TensorView& w, float* out, int n_rows,
-                  int dim, float eps, ThreadPool& pool) {
-  for_rows(pool, n_rows, [&](int r) {
+                  int dim, float eps, kernels::MatmulInput& next, ThreadPool& pool) {
+  for_rows(pool, n_rows, dim, [&](int r) {
     float* xr = x + static_cast<size_t>(r) * dim;
     if (residual) add_into(xr, residual + static_cast<size_t>(r) * dim, dim);
     kernels::rmsnorm(xr, static_cast<const float*>(w.data), out + static_cast<size_t>(r) * dim, dim,
                      eps);
+    next.prepare_row(r);
   });
 }
 
@@ -131,10 +134,11 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   v_.resize(static_cast<size_t>(n) * kv_dim);
   att_.resize(q_.size());
 
+  in_.reset(w.wq.type, xn_.data(), n, d);
   rmsnorm_rows(x_.data(), l > 0 ? proj_.data() : nullptr, w.attn_norm, xn_.data(), n, d,
-               cfg_.rms_eps, pool_);
+               cfg_.rms_eps, in_, pool_);
   const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-  kernels::matmul_jobs(qkv, xn_.data(), n, pool_);
+  kernels::matmul_jobs(qkv, in_, pool_);
   add_bias(q_.data(), w.bq, n, q_dim);
   add_bias(k_.data(), w.bk, n, kv_dim);
   add_bias(v_.data(), w.bv, n, kv_dim);
@@ -196,7 +200,7 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   if (k_observer_) {
     for (int r = 0; r < n; ++r) rotate_row(r);
   } else {
-    for_rows(pool_, n, rotate_row);
+    for_rows(pool_, n, q_dim, rotate_row);
   }
   if (!write_in_rows) {
     for (int r = 0; r < n; ++r) write_kv(r);
@@ -217,11 +221,19 @@ void ModelRunner::ffn_block(int l, int n) {
   const int d = cfg_.n_embd, ff = cfg_.n_ff;
   gate_.resize(static_cast<size_t>(n) * ff);
   up_.resize(gate_.size());
-  rmsnorm_rows(x_.data(), proj_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, pool_);
+  in_.reset(w.w_gate.type, xn_.data(), n, d);
+  rmsnorm_rows(x_.data(), proj_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, in_, pool_);
   const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
-  kernels::matmul_jobs(gate_up, xn_.data(), n, pool_);
-  kernels::swiglu(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(n) * ff, pool_);
-  kernels::matmul(w.w_down, gate_.data(), n, proj_.data(), pool_);
+  kernels::matmul_jobs(gate_up, in_, pool_);
+  // SwiGLU row by row, each row then prepared for the down projection.
+  in_.reset(w.w_down.type, gate_.data(), n, ff);
+  for_rows(pool_, n, ff, [&](int r) {
+    float* g = gate_.data() + static_cast<size_t>(r) * ff;
+    kernels::swiglu(g, up_.data() + static_cast<size_t>(r) * ff, g, ff);
+    in_.prepare_row(r);
+  });
+  const kernels::MatmulJob down{&w.w_down, proj_.data()};
+  kernels::matmul_jobs({&down, 1}, in_, pool_);
 }
 
 }  // namespace kvserve

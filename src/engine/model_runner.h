@@ -9,6 +9,7 @@
 #include "core/thread_pool.h"
 #include "engine/batch.h"
 #include "engine/k_smoothing.h"
+#include "kernels/ops.h"
 #include "kernels/rope.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_storage.h"
@@ -56,6 +57,7 @@ class ModelRunner {
   // Matmul inputs and outputs are 64-byte aligned (core/aligned.h).
   AlignedFloats x_;          // [n][n_embd] residual stream
   AlignedFloats xn_;         // [n][n_embd] normed input of a block
+  kernels::MatmulInput in_;  // the next matmul's input (xn_ or gate_), prepared row by row
   AlignedFloats q_;          // [n][q_dim]
   AlignedFloats q_sink_;     // [n][q_dim] queries as the sink keys see them (sinks on)
   AlignedFloats k_, v_;      // [n][kv_dim]

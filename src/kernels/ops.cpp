@@ -231,6 +231,20 @@ MatmulFn matmul_fn(const KernelTable& k, DType t) {
   }
 }
 
+// Row i of x quantized into qa's buffers (QuantActs layout) for weight type t.
+void quantize_x_row(const KernelTable& k, DType t, const float* x, int64_t i, int64_t cols,
+                    const QuantActs& qa) {
+  const int64_t nb = cols / kQK8_0;
+  int8_t* qs = const_cast<int8_t*>(qa.qs) + i * cols;
+  float* d = const_cast<float*>(qa.d) + i * nb;
+  int32_t* s8 = const_cast<int32_t*>(qa.s8) + i * nb;
+  k.quantize_acts(x + i * cols, cols, qs, d, s8);
+  if (!qa.corr) return;
+  const int32_t corr_mul = t == DType::kQ8_0 ? 16 : 1;
+  int32_t* corr = const_cast<int32_t*>(qa.corr) + i * nb;
+  for (int64_t b = 0; b < nb; ++b) corr[b] = corr_mul * s8[b];
+}
+
 // x quantized to q8_0 blocks for the integer kernels of weight type t (per-thread scratch).
 QuantActs quantize_x(const KernelTable& k, DType t, const float* x, int64_t n_tok, int64_t cols,
                      ThreadPool& pool) {
@@ -241,13 +255,9 @@ QuantActs quantize_x(const KernelTable& k, DType t, const float* x, int64_t n_to
   float* d = grow(s.d, static_cast<size_t>(n_tok * nb));
   int32_t* s8 = grow(s.s8, static_cast<size_t>(n_tok * nb));
   int32_t* corr = k.wants_corr ? grow(s.corr, static_cast<size_t>(n_tok * nb)) : nullptr;
-  const int32_t corr_mul = t == DType::kQ8_0 ? 16 : 1;
+  const QuantActs qa{qs, d, s8, corr};
   auto quant = [&](int64_t t0, int64_t t1) {
-    for (int64_t i = t0; i < t1; ++i) {
-      k.quantize_acts(x + i * cols, cols, qs + i * cols, d + i * nb, s8 + i * nb);
-      if (corr)
-        for (int64_t b = i * nb; b < (i + 1) * nb; ++b) corr[b] = corr_mul * s8[b];
-    }
+    for (int64_t i = t0; i < t1; ++i) quantize_x_row(k, t, x, i, cols, qa);
   };
   // Split from a few thousand values on: in a batched decode step the other threads would
   // otherwise wait for this before every matmul.
@@ -255,7 +265,7 @@ QuantActs quantize_x(const KernelTable& k, DType t, const float* x, int64_t n_to
     pool.parallel_for(n_tok, std::max<int64_t>(1, 4096 / cols), quant);
   else
     quant(0, n_tok);
-  return QuantActs{qs, d, s8, corr};
+  return qa;
 }
 
 // q4_K / q6_K: each weight row dequantized once, then an f32 dot per token.
@@ -273,15 +283,18 @@ void matmul_kquant(const KernelTable& k, const TensorView& w, const float* x, in
 
 }  // namespace
 
-void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
-                      int64_t n_tok, ThreadPool& pool) {
+namespace {
+
+// matmul_jobs_with, with x already quantized (pre) or not (nullptr).
+void matmul_jobs_impl(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
+                      int64_t n_tok, ThreadPool& pool, const QuantActs* pre) {
   if (jobs.empty() || n_tok <= 0) return;
   const TensorView& w0 = *jobs[0].w;
   const int64_t cols = w0.cols();
   bool same = true;
   for (const MatmulJob& j : jobs) same = same && j.w->type == w0.type && j.w->cols() == cols;
   if (!same) {  // one input, several layouts: one job at a time
-    for (const MatmulJob& j : jobs) matmul_jobs_with(k, {&j, 1}, x, n_tok, pool);
+    for (const MatmulJob& j : jobs) matmul_jobs_impl(k, {&j, 1}, x, n_tok, pool, nullptr);
     return;
   }
   // Enough work per task that dispatch overhead stays small (~32 KiB of weights per token).
@@ -293,7 +306,9 @@ void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, con
     return;
   }
   const bool quant = w0.type == DType::kQ8_0 || w0.type == DType::kQ4_0;
-  const QuantActs qa = quant ? quantize_x(k, w0.type, x, n_tok, cols, pool) : QuantActs{};
+  const QuantActs qa = !quant ? QuantActs{}
+                       : pre  ? *pre
+                              : quantize_x(k, w0.type, x, n_tok, cols, pool);
   // Every job's rows cut into units (the integer kernels' row tiles), numbered across jobs, so
   // one parallel pass covers them all and a thread moves on to the next matrix when one ends.
   const int64_t unit = quant ? k.quant_row_unit : 1;
@@ -326,6 +341,42 @@ void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, con
       fn(args[i], (b - first_unit[i]) * unit, std::min(rows, (e - first_unit[i]) * unit));
     }
   });
+}
+
+}  // namespace
+
+void matmul_jobs_with(const KernelTable& k, std::span<const MatmulJob> jobs, const float* x,
+                      int64_t n_tok, ThreadPool& pool) {
+  matmul_jobs_impl(k, jobs, x, n_tok, pool, nullptr);
+}
+
+void MatmulInput::reset(DType type, const float* x, int64_t n_tok, int64_t cols) {
+  type_ = type;
+  x_ = x;
+  n_tok_ = n_tok;
+  cols_ = cols;
+  quant_ = (type == DType::kQ8_0 || type == DType::kQ4_0) && cols % kQK8_0 == 0;
+  if (!quant_) return;
+  const size_t nb = static_cast<size_t>(n_tok * (cols / kQK8_0));
+  qs_.resize(static_cast<size_t>(n_tok * cols));
+  d_.resize(nb);
+  s8_.resize(nb);
+  corr_.resize(active_kernels().wants_corr ? nb : 0);
+}
+
+void MatmulInput::prepare_row(int64_t i) {
+  KV_ASSERT(i >= 0 && i < n_tok_);
+  if (!quant_) return;
+  const QuantActs qa{qs_.data(), d_.data(), s8_.data(), corr_.empty() ? nullptr : corr_.data()};
+  quantize_x_row(active_kernels(), type_, x_, i, cols_, qa);
+}
+
+void matmul_jobs(std::span<const MatmulJob> jobs, const MatmulInput& in, ThreadPool& pool) {
+  bool ready = in.quant_;
+  for (const MatmulJob& j : jobs) ready = ready && j.w->type == in.type_ && j.w->cols() == in.cols_;
+  const QuantActs qa{in.qs_.data(), in.d_.data(), in.s8_.data(),
+                     in.corr_.empty() ? nullptr : in.corr_.data()};
+  matmul_jobs_impl(active_kernels(), jobs, in.x_, in.n_tok_, pool, ready ? &qa : nullptr);
 }
 
 void matmul_with(const KernelTable& k, const TensorView& w, const float* x, int64_t n_tok, float* y,

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "model/tensor.h"
@@ -28,6 +29,33 @@ struct MatmulJob {
   float* y;  // [n_tok][w->rows()]
 };
 void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok, ThreadPool& pool);
+
+// x prepared for matmul_jobs ahead of the call, a row at a time from whichever thread wrote
+// the row: the pass that produces x (a norm, SwiGLU) quantizes each row it finishes, so the
+// matmul needs no quantization pass of its own (one meeting of the threads fewer per matrix
+// group). For q8_0 / q4_0 weights the rows are quantized exactly as matmul_jobs would; other
+// types need nothing. Results are bitwise those of matmul_jobs(jobs, x, ...).
+class MatmulInput {
+ public:
+  // For n_tok rows of `cols` values at x, for weights of `type` (x is read by prepare_row and,
+  // for unquantized types, by the matmul).
+  void reset(DType type, const float* x, int64_t n_tok, int64_t cols);
+  // Row i of x is final: prepares it. Distinct rows may be prepared concurrently.
+  void prepare_row(int64_t i);
+  // Every row prepared. With weights of another type than reset's, or of differing types or
+  // widths, x is prepared again inside the call.
+  friend void matmul_jobs(std::span<const MatmulJob> jobs, const MatmulInput& in, ThreadPool& pool);
+
+ private:
+  DType type_ = DType::kF32;
+  const float* x_ = nullptr;
+  int64_t n_tok_ = 0, cols_ = 0;
+  bool quant_ = false;  // q8_0 / q4_0: rows quantized into the buffers below
+  std::vector<int8_t> qs_;
+  std::vector<float> d_;
+  std::vector<int32_t> s8_, corr_;
+};
+void matmul_jobs(std::span<const MatmulJob> jobs, const MatmulInput& in, ThreadPool& pool);
 
 // Packs w (q8_0 / q4_0) once into the layout the active kernels' matmul reads, so it is not
 // rearranged on every call, and points w.packed at the copy. Results are bitwise equal with and

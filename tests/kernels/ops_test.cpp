@@ -339,6 +339,40 @@ TEST(Matmul, JobsEqualSeparateCalls) {
   }
 }
 
+// x prepared row by row ahead of the call (rows in any order, from several threads) gives the
+// bits of matmul_jobs quantizing x itself; weights of another type than prepared for, or a
+// mixed set, make the call prepare x again.
+TEST(Matmul, PreparedInputEqualsJobs) {
+  uint32_t seed = 7800;
+  const int64_t cols = 96;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kF16}) {
+    Weights a(t, 47, cols, seed++), b(t, 33, cols, seed++);
+    const Weights other(t == DType::kQ8_0 ? DType::kQ4_0 : DType::kQ8_0, 20, cols, seed++);
+    TensorView pa = a.view, pb = b.view, po = other.view;
+    const auto ka = prepack(pa), kb = prepack(pb), ko = prepack(po);
+    for (int64_t n_tok : {1, 5, 16}) {
+      const auto x = random_floats(static_cast<size_t>(n_tok * cols), seed++, -2.0f, 2.0f);
+      std::vector<float> ra(n_tok * 47), rb(n_tok * 33), ro(n_tok * 20);
+      const MatmulJob ref[] = {{&pa, ra.data()}, {&pb, rb.data()}};
+      matmul_jobs(ref, x.data(), n_tok, pool(1));
+      matmul(po, x.data(), n_tok, ro.data(), pool(1));
+      MatmulInput in;
+      in.reset(t, x.data(), n_tok, cols);
+      pool(2).parallel_for(n_tok, 1, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r1 - 1; r >= r0; --r) in.prepare_row(r);
+      });
+      std::vector<float> ya(ra.size()), yb(rb.size()), yo(ro.size());
+      const MatmulJob jobs[] = {{&pa, ya.data()}, {&pb, yb.data()}};
+      matmul_jobs(jobs, in, pool(2));
+      EXPECT_EQ(std::memcmp(ya.data(), ra.data(), ya.size() * 4), 0) << dtype_name(t);
+      EXPECT_EQ(std::memcmp(yb.data(), rb.data(), yb.size() * 4), 0) << dtype_name(t);
+      const MatmulJob mismatched[] = {{&po, yo.data()}};
+      matmul_jobs(mismatched, in, pool(2));
+      EXPECT_EQ(std::memcmp(yo.data(), ro.data(), yo.size() * 4), 0) << dtype_name(t);
+    }
+  }
+}
+
 TEST(Matmul, PublicEntryUsesActiveLevel) {
   const Weights w(DType::kQ8_0, 9, 64, 77);
   const auto x = random_floats(3 * 64, 78);
