@@ -231,6 +231,11 @@ MatmulFn matmul_fn(const KernelTable& k, DType t) {
   }
 }
 
+// Weight types whose kernels take x quantized to q8_0 blocks (QuantActs).
+bool quantizes_x(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_0;
+}
+
 // Row i of x quantized into qa's buffers (QuantActs layout) for weight type t.
 void quantize_x_row(const KernelTable& k, DType t, const float* x, int64_t i, int64_t cols,
                     const QuantActs& qa) {
@@ -305,7 +310,7 @@ void matmul_jobs_impl(const KernelTable& k, std::span<const MatmulJob> jobs, con
     for (const MatmulJob& j : jobs) matmul_kquant(k, *j.w, x, n_tok, j.y, grain, pool);
     return;
   }
-  const bool quant = w0.type == DType::kQ8_0 || w0.type == DType::kQ4_0;
+  const bool quant = quantizes_x(w0.type);
   const QuantActs qa = !quant ? QuantActs{}
                        : pre  ? *pre
                               : quantize_x(k, w0.type, x, n_tok, cols, pool);
@@ -355,7 +360,7 @@ void MatmulInput::reset(DType type, const float* x, int64_t n_tok, int64_t cols)
   x_ = x;
   n_tok_ = n_tok;
   cols_ = cols;
-  quant_ = (type == DType::kQ8_0 || type == DType::kQ4_0) && cols % kQK8_0 == 0;
+  quant_ = quantizes_x(type) && cols % kQK8_0 == 0;
   if (!quant_) return;
   const size_t nb = static_cast<size_t>(n_tok * (cols / kQK8_0));
   qs_.resize(static_cast<size_t>(n_tok * cols));
@@ -473,13 +478,6 @@ void softmax(float* x, int64_t n) {
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   active_kernels().swiglu(gate, up, out, n);
-}
-
-void swiglu(const float* gate, const float* up, float* out, int64_t n, ThreadPool& pool) {
-  const auto fn = active_kernels().swiglu;
-  if (n < 8 * 1024) return fn(gate, up, out, n);
-  pool.parallel_for(n, 4 * 1024,
-                    [&](int64_t i0, int64_t i1) { fn(gate + i0, up + i0, out + i0, i1 - i0); });
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {

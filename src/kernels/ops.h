@@ -77,9 +77,8 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float e
 void softmax(float* x, int64_t n);
 
 // out[i] = silu(gate[i]) * up[i]. out may alias gate. Elementwise, so the result does not
-// depend on how the pool splits it.
+// depend on how the caller splits it.
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
-void swiglu(const float* gate, const float* up, float* out, int64_t n, ThreadPool& pool);
 
 float dot_f32(const float* a, const float* b, int64_t n);
 // y[i] += a * x[i]
