@@ -95,9 +95,8 @@ Result<Row> measure(const Model& m, int ctx, bool cache, const BenchDecodeFlags&
 int run_decode(const BenchDecodeFlags& f) {
   auto contexts = parse_positive_ints(f.contexts, "--contexts");
   if (!contexts) return report(contexts.status());
-  auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type)
-    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  auto kv_type = parse_kv_type_flag("--kv-type", f.kv_type);
+  if (!kv_type) return report(kv_type.status());
   std::vector<std::string> paths;
   if (!f.model.model_path.empty()) {
     paths.push_back(f.model.model_path);

@@ -94,9 +94,8 @@ int run_batch(const BenchBatchFlags& f) {
   if (!batches) return report(batches.status());
   if (f.context < 1 || f.steps < 1 || f.warmup < 0)
     return report(invalid_argument("need --context >= 1, --steps >= 1, --warmup >= 0"));
-  auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type)
-    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  auto kv_type = parse_kv_type_flag("--kv-type", f.kv_type);
+  if (!kv_type) return report(kv_type.status());
   auto path = bench_model_path(f.model);
   if (!path) return report(path.status());
   LoadOptions lo;

@@ -89,9 +89,8 @@ int run_prefix(const BenchPrefixFlags& f) {
   EngineOptions eo;
   eo.block_size = f.block_size;
   eo.n_threads = f.n_threads;
-  auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type)
-    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  auto kv_type = parse_kv_type_flag("--kv-type", f.kv_type);
+  if (!kv_type) return report(kv_type.status());
   eo.kv_type_k = eo.kv_type_v = *kv_type;
   if (Status st = apply_prefix_flags(f.prefix, eo); !st.is_ok()) return report(st);
   const int n_prompt = f.n_shared + f.n_suffix;

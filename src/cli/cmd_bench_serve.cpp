@@ -333,9 +333,8 @@ int run_bench_serve(const BenchServeFlags& f) {
         invalid_argument("need 1 <= --gen-min <= --gen-max, --prompt-len >= 1, "
                          "--requests-per-client >= 1"));
   }
-  auto kv_type = kv_type_from_name(f.kv_type);
-  if (!kv_type)
-    return report(invalid_argument("bad --kv-type '" + f.kv_type + "' (" + kv_type_list() + ")"));
+  auto kv_type = parse_kv_type_flag("--kv-type", f.kv_type);
+  if (!kv_type) return report(kv_type.status());
   auto path = bench_model_path(f.model);
   if (!path) return report(path.status());
   LoadOptions lo;

@@ -82,6 +82,15 @@ Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f) {
   return p;
 }
 
+Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name) {
+  auto t = kv_type_from_name(name);
+  if (!t) {
+    return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() + ", got '" +
+                            name + "'");
+  }
+  return *t;
+}
+
 Result<EngineOptions> engine_options(const EngineFlags& f) {
   EngineOptions o;
   o.block_size = f.block_size;
@@ -96,21 +105,13 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   }
   // Unknown names are refused here; combinations the kernels cannot do (q4 on an odd
   // head_dim, ...) when the engine is created for a model (KvLayout::check).
-  auto parse_kv = [](const char* flag, const std::string& name) -> Result<KvType> {
-    auto t = kv_type_from_name(name);
-    if (!t) {
-      return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() + ", got '" +
-                              name + "'");
-    }
-    return *t;
-  };
-  KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv("--kv-type", f.kv_type));
+  KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv_type_flag("--kv-type", f.kv_type));
   o.kv_type_v = o.kv_type_k;
   if (!f.kv_type_k.empty()) {
-    KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv("--kv-type-k", f.kv_type_k));
+    KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv_type_flag("--kv-type-k", f.kv_type_k));
   }
   if (!f.kv_type_v.empty()) {
-    KV_ASSIGN_OR_RETURN(o.kv_type_v, parse_kv("--kv-type-v", f.kv_type_v));
+    KV_ASSIGN_OR_RETURN(o.kv_type_v, parse_kv_type_flag("--kv-type-v", f.kv_type_v));
   }
   KV_ASSIGN_OR_RETURN(o.kv_policy, kv_policy_from_flags(f));
   return o;

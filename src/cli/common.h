@@ -37,6 +37,8 @@ struct EngineFlags {
 void add_engine_flags(CLI::App& app, EngineFlags& f);
 // The bounded-KV policy the flags ask for (FullKv when none); errors name the flag.
 Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f);
+// A KV type named by `flag` (--kv-type, ...); an unknown name's error lists the types.
+Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name);
 Result<EngineOptions> engine_options(const EngineFlags& f);
 
 // The demo model's path: a synth model written deterministically on first use under

@@ -42,6 +42,9 @@ TEST(BenchBatch, RejectsBadArguments) {
   const test::Proc b = test::run_kvserve("bench batch -m " + model + " --steps 0");
   EXPECT_NE(b.rc, 0);
   EXPECT_NE(b.out.find("--steps"), std::string::npos) << b.out;
+  const test::Proc c = test::run_kvserve("bench batch -m " + model + " --kv-type q5");
+  EXPECT_NE(c.rc, 0);
+  EXPECT_NE(c.out.find("--kv-type must be one of"), std::string::npos) << c.out;
 }
 
 }  // namespace
