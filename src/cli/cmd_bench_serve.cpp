@@ -38,6 +38,8 @@ struct BenchServeFlags {
   int prompt_len = 64;
   int gen_min = 16, gen_max = 128;
   std::string gen_dist = "uniform";  // or lognormal
+  float temperature = 0.0f;          // 0: greedy; else sampled (the vocabulary softmax per token)
+  float top_p = 1.0f;
   int max_batch_tokens = 512;
   int n_threads = 0;
   std::string kv_type = "f16";
@@ -137,13 +139,15 @@ class LatencyLog {
 using Sender = std::function<Status(const BenchRequest&, LatencyLog&)>;
 
 // In-process: submit to the engine, read its channel.
-Sender engine_sender(EngineLoop& engine) {
-  return [&engine](const BenchRequest& br, LatencyLog& log) -> Status {
+Sender engine_sender(EngineLoop& engine, const BenchServeFlags& f) {
+  return [&engine, &f](const BenchRequest& br, LatencyLog& log) -> Status {
     auto req = std::make_shared<Request>();
     SeqSpec s;
     s.prompt = br.prompt;
     s.max_tokens = br.max_tokens;
     s.ignore_eos = true;
+    s.sampling.temperature = f.temperature;
+    s.sampling.top_p = f.top_p;
     req->seqs.push_back(s);
     log.start();
     KV_RETURN_IF_ERROR(engine.submit(req));
@@ -182,16 +186,20 @@ class SseReader {
 // Over HTTP: a streaming /v1/completions request on a kept-alive loopback connection. A chunk
 // with text is an arrival (the server sends one per token unless a token's text is held back,
 // e.g. an incomplete UTF-8 character); the token count comes from the usage chunk.
-Sender http_sender(int port) {
+Sender http_sender(int port, const BenchServeFlags& f) {
   auto cli = std::make_shared<httplib::Client>("127.0.0.1", port);
   cli->set_keep_alive(true);
   cli->set_tcp_nodelay(true);
   cli->set_read_timeout(600, 0);
-  return [cli](const BenchRequest& br, LatencyLog& log) -> Status {
-    const nlohmann::json body = {
-        {"prompt", br.prompt}, {"max_tokens", br.max_tokens},
-        {"temperature", 0},    {"ignore_eos", true},
-        {"stream", true},      {"stream_options", {{"include_usage", true}}}};
+  return [cli, temperature = f.temperature, top_p = f.top_p](const BenchRequest& br,
+                                                             LatencyLog& log) -> Status {
+    const nlohmann::json body = {{"prompt", br.prompt},
+                                 {"max_tokens", br.max_tokens},
+                                 {"temperature", temperature},
+                                 {"top_p", top_p},
+                                 {"ignore_eos", true},
+                                 {"stream", true},
+                                 {"stream_options", {{"include_usage", true}}}};
     SseReader sse;
     int64_t n_usage = -1;
     bool saw_done = false;
@@ -291,7 +299,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
       auto engine,
       EngineLoop::create(m, bench_engine_options(f, kind, n_clients, kv_type, preemption)));
   std::unique_ptr<server::HttpServer> http;  // stopped before the engine goes
-  std::function<Sender(int)> make_sender = [&](int) { return engine_sender(*engine); };
+  std::function<Sender(int)> make_sender = [&](int) { return engine_sender(*engine, f); };
   if (f.http) {
     server::ServerOptions so;
     so.host = "127.0.0.1";
@@ -300,7 +308,7 @@ Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKi
     http = std::make_unique<server::HttpServer>(so);
     KV_RETURN_IF_ERROR(http->start(n_clients + 8));
     http->set_engine(engine.get(), "");
-    make_sender = [port = http->port()](int) { return http_sender(port); };
+    make_sender = [port = http->port(), &f](int) { return http_sender(port, f); };
   }
   const auto t0 = Clock::now();
   Result<LatencyLog> log = drive_clients(f, m.config.n_vocab, n_clients, make_sender);
@@ -354,6 +362,8 @@ int run_bench_serve(const BenchServeFlags& f) {
               std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
               f.gen_dist.c_str(), f.requests_per_client,
               f.http ? "over HTTP (streaming /v1/completions, loopback)" : "in-process");
+  if (f.temperature > 0)
+    std::printf("sampled: temperature %.2f, top_p %.2f\n", f.temperature, f.top_p);
   std::vector<PreemptionMode> modes;
   if (f.preemption.find("recompute") != std::string::npos)
     modes.push_back(PreemptionMode::kRecompute);
@@ -412,6 +422,8 @@ int run_bench_serve(const BenchServeFlags& f) {
     j["cpu"] = cpu_level_name(cpu_level());
     j["model"] = std::filesystem::path(*path).filename().string();
     j["transport"] = f.http ? "http" : "in-process";
+    j["temperature"] = f.temperature;
+    j["top_p"] = f.top_p;
     for (const auto& r : rows) {
       j["results"].push_back({{"scheduler", r.scheduler},
                               {"preemption", r.preemption},
@@ -454,6 +466,12 @@ void register_bench_serve(CLI::App* bench, int* rc) {
                   "output lengths: uniform, or lognormal (long-tailed, like chat outputs)")
       ->capture_default_str()
       ->check(CLI::IsMember({"uniform", "lognormal"}));
+  cmd->add_option("--temperature", f->temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
+  cmd->add_option("--top-p", f->top_p, "nucleus sampling mass (1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "tokens per forward pass")
       ->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();

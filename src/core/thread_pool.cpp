@@ -13,13 +13,18 @@ namespace kvserve {
 
 namespace {
 constexpr int kSpinIterations = 20000;  // about 50-100 us before sleeping
-constexpr int kChunksPerThread = 4;     // enough to balance, few enough to keep chunks long
+// A thread's run is claimed as one chunk of all but 1/kTailParts of it, then pieces of half that
+// tail: one long stream of memory per thread per op (each new chunk is a cold start for the
+// prefetchers), and a tail small enough for another thread to take over.
+constexpr int64_t kTailParts = 4;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n_threads <= 0)
+    n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   n_threads_ = n_threads;
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_main(); });
+  cursors_ = std::vector<Cursor>(static_cast<size_t>(n_threads_));
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_main(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -29,14 +34,19 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks() {
-  for (int64_t c; (c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) < n_chunks_;) {
-    const int64_t b = c * chunk_;
-    (*fn_)(b, std::min(n_, b + chunk_));
+void ThreadPool::run_chunks(int self) {
+  // Own run first (one large claim, then the small ones), then the others' small ones in turn.
+  for (int i = 0; i < n_threads_; ++i) {
+    Cursor& cur = cursors_[(self + i) % n_threads_];
+    int64_t size = i == 0 ? cur.first : cur.rest;
+    for (int64_t c; (c = cur.next.fetch_add(size, std::memory_order_relaxed)) < cur.end;) {
+      (*fn_)(c * grain_, std::min({n_, (c + size) * grain_, cur.end * grain_}));
+      size = cur.rest;
+    }
   }
 }
 
-void ThreadPool::worker_main() {
+void ThreadPool::worker_main(int self) {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = generation_.load(std::memory_order_acquire);
@@ -53,7 +63,7 @@ void ThreadPool::worker_main() {
     // Enter, then check the job is still open (seq_cst on both sides: either the caller sees
     // us active, or we see the job closed).
     n_active_.fetch_add(1);
-    if (open_gen_.load() == g) run_chunks();
+    if (open_gen_.load() == g) run_chunks(self);
     if (n_active_.fetch_sub(1) == 1) n_active_.notify_one();
   }
 }
@@ -62,23 +72,28 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  const int64_t per_chunk =
-      std::max(grain, (n + n_threads_ * kChunksPerThread - 1) / (n_threads_ * kChunksPerThread));
-  const int64_t n_chunks = (n + per_chunk - 1) / per_chunk;
-  if (n_threads_ == 1 || n_chunks == 1) {
+  const int64_t n_grains = (n + grain - 1) / grain;
+  if (n_threads_ == 1 || n_grains == 1) {
     fn(0, n);
     return;
   }
   fn_ = &fn;
   n_ = n;
-  chunk_ = per_chunk;
-  n_chunks_ = n_chunks;
-  next_chunk_.store(0, std::memory_order_relaxed);
+  grain_ = grain;
+  for (int t = 0; t < n_threads_; ++t) {
+    Cursor& cur = cursors_[t];
+    const int64_t begin = n_grains * t / n_threads_, end = n_grains * (t + 1) / n_threads_;
+    const int64_t share = end - begin;
+    cur.next.store(begin, std::memory_order_relaxed);
+    cur.end = end;
+    cur.first = std::max<int64_t>(1, share - share / kTailParts);
+    cur.rest = std::max<int64_t>(1, share / (2 * kTailParts));
+  }
   const uint64_t g = generation_.load() + 1;
   open_gen_.store(g);
   generation_.store(g, std::memory_order_release);
   generation_.notify_all();
-  run_chunks();
+  run_chunks(0);
   open_gen_.store(0);  // close: late workers skip this job
   int active = n_active_.load();
   for (int spin = 0; active != 0 && spin < kSpinIterations; ++spin) {

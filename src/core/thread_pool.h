@@ -1,7 +1,11 @@
 // A persistent thread pool: workers are created once and wait between jobs (spin, then sleep),
 // so a decode step that dispatches hundreds of ops creates no threads.
 //
-// Work is split into chunks that threads claim dynamically, and the caller works too. When the
+// Work is split into chunks, and the caller works too. Each thread owns a contiguous run of
+// chunks and claims them in order from its own cursor (a cache line no other thread touches
+// until it steals), so a step's hundreds of ops pay no cross-core traffic per chunk, and a
+// thread's next chunk follows the one its prefetches ran into. A thread that has finished its
+// run steals from the others' cursors, so a slow core still sheds its work. When the
 // caller has run out of chunks it closes the job: a worker that had not started by then (say it
 // was descheduled by another process) skips it, and the caller waits only for workers already
 // inside. So a busy core delays a step by at most one chunk, not by a scheduler time slice.
@@ -31,15 +35,22 @@ class ThreadPool {
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void worker_main();
-  void run_chunks();
+  void worker_main(int self);
+  void run_chunks(int self);
+
+  // Thread t's run of grains [next, end), claimed by fetch_add, by the owner or a thief: the
+  // owner's first claim takes `first` grains, later claims `rest`.
+  struct alignas(64) Cursor {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0, first = 1, rest = 1;
+  };
 
   int n_threads_;
   std::vector<std::thread> workers_;
   // The open job. Written by the caller before a generation is published.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0, chunk_ = 0, n_chunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0};
+  int64_t n_ = 0, grain_ = 1;
+  std::vector<Cursor> cursors_;  // [n_threads]
 
   std::atomic<uint64_t> generation_{0};  // bumped to wake workers for a new job
   std::atomic<uint64_t> open_gen_{0};    // generation of the job workers may still join; 0: closed

@@ -279,34 +279,46 @@ void EngineLoop::step() {
   ++stats_.steps_total;
   stats_.batch_tokens_total += batch.n_rows();
   const size_t n_vocab = model_.config.n_vocab;
+  // Sampling (a pass over the vocabulary per row, more with logprobs) over the pool, then the
+  // tokens are appended and reported in plan order.
+  sampled_.resize(plan.size());
+  pool_.parallel_for(static_cast<int64_t>(plan.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      if (plan[i].samples()) sampled_[i] = sample(*plan[i].seq, logits_.data() + i * n_vocab);
+    }
+  });
   for (size_t i = 0; i < plan.size(); ++i) {
-    if (plan[i].samples()) process_output(*plan[i].seq, logits_.data() + i * n_vocab);
+    if (plan[i].samples()) process_output(*plan[i].seq, sampled_[i]);
   }
 }
 
-void EngineLoop::process_output(Sequence& seq, float* logits) {
-  const SeqSpec& spec = *seq.spec;
+EngineLoop::Sampled EngineLoop::sample(Sequence& seq, float* logits) const {
   const int n_vocab = model_.config.n_vocab;
+  Sampled out;
+  out.has_lp = !seq.pad && seq.spec->n_logprobs >= 0;
+  std::vector<float> raw;  // [n_vocab] the model's logits, before the sampler edits them
+  LogSoftmax ls;
+  if (out.has_lp) {
+    raw.assign(logits, logits + n_vocab);
+    ls = log_softmax(raw.data(), n_vocab);
+    out.lp.top = top_k_logprobs(raw.data(), n_vocab, seq.spec->n_logprobs, ls);
+  }
+  out.token = seq.sampler.sample(logits, n_vocab, seq.tokens);
+  if (out.has_lp) {
+    out.lp.token = out.token;
+    out.lp.logprob = ls(raw[out.token]);
+  }
+  return out;
+}
+
+void EngineLoop::process_output(Sequence& seq, const Sampled& s) {
+  const SeqSpec& spec = *seq.spec;
+  const int32_t t = s.token;
+  seq.tokens.push_back(t);
   if (seq.pad) {  // static batching's finished row: computed like the others, never sent
-    seq.tokens.push_back(seq.sampler.sample(logits, n_vocab, seq.tokens));
     if (seq.n_known() >= n_ctx_) scheduler_.finish(&seq);
     return;
   }
-  TokenLogprob lp;
-  const bool want_lp = spec.n_logprobs >= 0;
-  std::vector<float> raw;  // [n_vocab] the model's logits, before the sampler edits them
-  LogSoftmax ls;
-  if (want_lp) {
-    raw.assign(logits, logits + n_vocab);
-    ls = log_softmax(raw.data(), n_vocab);
-    lp.top = top_k_logprobs(raw.data(), n_vocab, spec.n_logprobs, ls);
-  }
-  const int32_t t = seq.sampler.sample(logits, n_vocab, seq.tokens);
-  if (want_lp) {
-    lp.token = t;
-    lp.logprob = ls(raw[t]);
-  }
-  seq.tokens.push_back(t);
 
   const auto now = Clock::now();
   if (seq.n_generated() == 1) {
@@ -325,7 +337,7 @@ void EngineLoop::process_output(Sequence& seq, float* logits) {
   }
   if (reason.empty() && seq.n_generated() >= spec.max_tokens) reason = "length";
   if (reason.empty() && seq.n_known() >= n_ctx_) reason = "length";
-  emit(seq, t, want_lp ? &lp : nullptr, !reason.empty());
+  emit(seq, t, s.has_lp ? &s.lp : nullptr, !reason.empty());
   if (!reason.empty()) finish(&seq, reason, {}, true);
 }
 

@@ -94,9 +94,17 @@ class EngineLoop {
   bool take_incoming();  // moves submitted requests into the scheduler; false: stop
   void sweep_cancelled();
   void step();
-  // Samples seq's next token from its logits row (edited in place), reports it, ends the
-  // sequence on EOS, a stop string, max_tokens or the context limit.
-  void process_output(Sequence& seq, float* logits);
+  // seq's next token from its logits row (edited in place), with its logprobs when asked for.
+  // Touches only seq's own state, so the rows of a step are sampled in parallel.
+  struct Sampled {
+    int32_t token = 0;
+    bool has_lp = false;
+    TokenLogprob lp;
+  };
+  Sampled sample(Sequence& seq, float* logits) const;
+  // Appends the sampled token and reports it; ends the sequence on EOS, a stop string,
+  // max_tokens or the context limit. In plan order, on the loop's thread.
+  void process_output(Sequence& seq, const Sampled& s);
   // Reports a new token and the text that is safe to send (all of it when finished).
   void emit(Sequence& seq, int32_t token, const TokenLogprob* lp, bool finished);
   // Answers seq's request with its end and frees it. completed (it ran to stop or length): under
@@ -115,8 +123,9 @@ class EngineLoop {
   const int block_size_, n_blocks_total_;  // for validate() on any thread
   const int watermark_blocks_;
   EngineStats stats_;
-  std::vector<float> logits_;  // [n_outputs][n_vocab], engine thread only
-  SeqId next_seq_ = 0;         // engine thread only
+  std::vector<float> logits_;     // [n_outputs][n_vocab], engine thread only
+  std::vector<Sampled> sampled_;  // [plan size] this step's tokens, engine thread only
+  SeqId next_seq_ = 0;            // engine thread only
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <unordered_set>
 
+#include "kernels/attention.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define KVSERVE_SAMPLER_X86 1
@@ -179,44 +181,66 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
   }
   if (p.temperature == 0.0f) return argmax(logits, n_vocab);
 
-  // Softmax of logits / T over all tokens, then sort by probability for the filters.
-  const float mx = logits[argmax(logits, n_vocab)];
-  cand_.resize(n_vocab);
-  double sum = 0;
-  for (int i = 0; i < n_vocab; ++i) {
-    const float e = std::exp((logits[i] - mx) / p.temperature);
-    cand_[i] = {e, i};
-    sum += e;
+  // Softmax of logits / T, in place: probabilities in token order, no copy.
+  const float inv_t = 1.0f / p.temperature;
+  for (int i = 0; i < n_vocab; ++i) logits[i] *= inv_t;
+  const int32_t top = argmax(logits, n_vocab);
+  const float sum = kernels::exp_shift_sum(logits, n_vocab, logits[top]);
+  const float inv = 1.0f / sum;
+  float* prob = logits;  // [n_vocab]
+  for (int i = 0; i < n_vocab; ++i) prob[i] *= inv;
+
+  const size_t keep = p.top_k > 0 && p.top_k < n_vocab ? static_cast<size_t>(p.top_k) : n_vocab;
+  if (keep == static_cast<size_t>(n_vocab) && p.top_p >= 1.0f && p.min_p <= 0.0f) {
+    return draw_all(prob, n_vocab);  // nothing truncated: no order needed
   }
-  size_t keep = cand_.size();
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) keep = p.top_k;
-  // Stable order: probability descending, then id ascending, so ties never depend on the sort.
+  // The filters keep a prefix of the order (probability descending, id ascending), and the
+  // shortest of the three prefixes decides. Only the candidates with p >= theta, a prefix of that
+  // order, are sorted; theta falls until the kept prefix lies inside them. A peaked
+  // distribution sorts a few dozen tokens, not the vocabulary.
   auto by_prob = [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
-  if (keep < cand_.size()) {
-    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_prob);
-  } else {
-    std::sort(cand_.begin(), cand_.end(), by_prob);
-  }
-  cand_.resize(keep);
-  const float inv = static_cast<float>(1.0 / sum);
-  for (auto& c : cand_) c.first *= inv;
-
-  if (p.top_p < 1.0f) {
-    float cum = 0;
-    size_t n = 0;
-    while (n < cand_.size()) {
-      cum += cand_[n++].first;
-      if (cum >= p.top_p) break;
+  const float p_max = prob[argmax(prob, n_vocab)];  // exact, whatever exp's rounding did
+  for (int shift = 4;; shift *= 2) {
+    const float theta = shift >= 128 ? 0.0f : std::ldexp(p_max, -shift);
+    cand_.clear();
+    for (int i = 0; i < n_vocab; ++i) {
+      if (prob[i] >= theta) cand_.push_back({prob[i], i});
     }
-    cand_.resize(std::max<size_t>(1, n));
-  }
-  if (p.min_p > 0.0f) {
-    const float floor = p.min_p * cand_[0].first;
-    size_t n = 1;
-    while (n < cand_.size() && cand_[n].first >= floor) ++n;
+    const bool all = theta == 0.0f;  // every token (the only prefix there is)
+    if (!all && cand_.size() < keep && p.min_p * p_max < theta) {
+      // Neither top-k nor min-p can end inside: only top-p could, if it reaches its mass here.
+      float mass = 0;
+      for (const auto& c : cand_) mass += c.first;
+      if (p.top_p >= 1.0f || mass < p.top_p) continue;
+    }
+    if (cand_.size() > keep) {
+      std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_prob);
+      cand_.resize(keep);
+    } else {
+      std::sort(cand_.begin(), cand_.end(), by_prob);
+    }
+    size_t n = cand_.size();
+    if (p.top_p < 1.0f) {
+      float cum = 0;
+      size_t np = 0;
+      while (np < n) {
+        cum += cand_[np++].first;
+        if (cum >= p.top_p) break;
+      }
+      // Not reached inside a strict prefix of the order: the kept prefix may go on past it.
+      if (cum < p.top_p && !all && n < keep && !(p.min_p * p_max >= theta)) continue;
+      n = std::max<size_t>(1, np);
+    }
+    if (p.min_p > 0.0f) {
+      const float floor = p.min_p * cand_[0].first;
+      size_t nm = 1;
+      while (nm < n && cand_[nm].first >= floor) ++nm;
+      n = nm;
+    }
     cand_.resize(n);
+    break;
   }
   float total = 0;
   for (const auto& c : cand_) total += c.first;
@@ -227,6 +251,44 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
     if (r < cum) return c.second;
   }
   return cand_.back().second;
+}
+
+int32_t Sampler::draw_all(const float* prob, int n_vocab) {
+  // Two levels: sums of spans of kSpan, then the tokens of the span where r falls. Rounding can
+  // leave r just past the last sum: then the last token with any probability.
+  constexpr int kSpan = 256;
+  float total = 0;
+  span_sum_.clear();
+  for (int b = 0; b < n_vocab; b += kSpan) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int e = std::min(n_vocab, b + kSpan);
+    int i = b;
+    for (; i + 8 <= e; i += 8) {
+      for (int j = 0; j < 8; ++j) acc[j] += prob[i + j];
+    }
+    for (; i < e; ++i) acc[0] += prob[i];
+    const float s =
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    span_sum_.push_back(s);
+    total += s;
+  }
+  const float r = rng_.uniform() * total;
+  float cum = 0;
+  for (size_t k = 0; k < span_sum_.size(); ++k) {
+    if (r >= cum + span_sum_[k] && k + 1 < span_sum_.size()) {
+      cum += span_sum_[k];
+      continue;
+    }
+    const int b = static_cast<int>(k) * kSpan, e = std::min(n_vocab, b + kSpan);
+    for (int i = b; i < e; ++i) {
+      cum += prob[i];
+      if (r < cum) return i;
+    }
+    break;
+  }
+  int32_t last = n_vocab - 1;
+  while (last > 0 && !(prob[last] > 0.0f)) --last;
+  return last;
 }
 
 }  // namespace kvserve

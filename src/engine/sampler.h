@@ -3,6 +3,8 @@
 //
 // Order (as vLLM): repetition penalty on the raw logits; greedy argmax if temperature == 0;
 // else logits / temperature, softmax, then top-k, top-p and min-p filters, renormalise, draw.
+// Cost: one vectorised pass over the vocabulary; only the tokens a filter can keep are sorted,
+// and with no filter none are (a full sort of 50K logits per token would cost milliseconds).
 #pragma once
 
 #include <cstdint>
@@ -47,9 +49,13 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
 
  private:
+  // One token from the whole distribution prob[n_vocab], walked in token order.
+  int32_t draw_all(const float* prob, int n_vocab);
+
   SamplingParams params_;
   Rng rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // scratch: (prob, id)
+  std::vector<float> span_sum_;                  // scratch: draw_all's span sums
 };
 
 // Index of the largest value (lowest index on ties), exactly as the loop

@@ -333,6 +333,7 @@ void matmul_jobs_impl(const KernelTable& k, std::span<const MatmulJob> jobs, con
     a.qa = qa;
     a.y = jobs[i].y;
     a.ldy = w.rows();
+    a.rows = w.rows();
     a.packed = w.packed_for == &k ? w.packed : nullptr;
     first_unit[i + 1] = first_unit[i] + (w.rows() + unit - 1) / unit;
   }

@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -315,11 +316,12 @@ void drive_int(const MatArgs& a, int64_t r0, int64_t r1) {
         prep_group<W>(a, r + kGroup * g, min64(kGroup, nr - kGroup * g), nb, r1, buf + g * gstride);
     }
     Panels pn{panel, gstride};
-    const int64_t r_next = r + kGroup * kGroupsPerTile;
-    if (a.packed && r_next < r1) {
+    // Past r1 too: the pool hands a thread the rows after these next (core/thread_pool.h).
+    const int64_t r_next = r + kGroup * kGroupsPerTile, r_end = std::max(r1, a.rows);
+    if (a.packed && r_next < r_end) {
       pn.pf = panel + groups * gstride;  // packed groups are contiguous
       pn.pf_bytes = static_cast<int64_t>(
-          min64(kGroupsPerTile, (r1 - r_next + kGroup - 1) / kGroup) * gstride);
+          min64(kGroupsPerTile, (r_end - r_next + kGroup - 1) / kGroup) * gstride);
     }
     // Token tiles as even as possible (13 tokens: 5 + 4 + 4, not 6 + 6 + 1): a thin tile
     // reads the weights as often as a full one for a fraction of the work.

@@ -43,6 +43,7 @@ struct MatArgs {
   QuantActs qa;    // quantized activations (q8_0 / q4_0 weights)
   float* y;        // y[t * ldy + r]
   int64_t ldy;
+  int64_t rows = 0;  // the whole matrix's rows (0: unknown); a call may prefetch up to them
   // q8_0 / q4_0: the whole matrix already in the table's panel layout (KernelTable::pack_*),
   // or nullptr (the kernel reads w and arranges it itself).
   const uint8_t* packed;

@@ -72,6 +72,25 @@ TEST(BenchServe, HttpModeMatchesInProcessWorkload) {
   }
 }
 
+TEST(BenchServe, SampledWorkloadGeneratesEveryToken) {
+  const std::string model = test::synth_model_path("demo", DType::kF32, 11);
+  const Proc p = run_kvserve("bench serve -m " + model +
+                                 " --clients 2 --schedulers continuous --requests-per-client 2"
+                                 " --prompt-len 8 --gen-min 6 --gen-max 6 -t 1 --json"
+                                 " --temperature 0.8 --top-p 0.9",
+                             false);
+  ASSERT_EQ(p.rc, 0) << p.out;
+  EXPECT_NE(p.out.find("sampled: temperature 0.80, top_p 0.90"), std::string::npos) << p.out;
+  const json j = last_json_line(p.out);
+  ASSERT_TRUE(j.is_object()) << p.out;
+  EXPECT_FLOAT_EQ(j["temperature"].get<float>(), 0.8f);
+  ASSERT_EQ(j["results"].size(), 1u);
+  EXPECT_EQ(j["results"][0]["tokens"], 2 * 2 * 6);  // ignore_eos: every requested token
+  const Proc bad = run_kvserve("bench serve -m " + model + " --top-p 1.5");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.out.find("--top-p"), std::string::npos) << bad.out;
+}
+
 TEST(BenchServe, RejectsBadLengths) {
   const std::string model = test::synth_model_path("demo", DType::kF32, 11);
   const Proc p = run_kvserve("bench serve -m " + model + " --http --gen-min 9 --gen-max 3");

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <numeric>
+#include <set>
 #include <vector>
 
 namespace kvserve {
@@ -116,6 +120,94 @@ TEST(Sampler, ValidateRejectsOutOfRange) {
   p.top_k = -3;
   EXPECT_FALSE(p.validate().is_ok());
   EXPECT_TRUE(SamplingParams{}.validate().is_ok());
+}
+
+// The kept tokens of the filters, by the definition: softmax in double, the order (probability
+// descending, id ascending), top-k, then the smallest prefix reaching top_p, then min-p.
+std::set<int32_t> reference_kept(const std::vector<float>& logits, const SamplingParams& p) {
+  const int n = static_cast<int>(logits.size());
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> e(n);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += e[i] = std::exp((logits[i] - mx) / p.temperature);
+  std::vector<int32_t> ids(n);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::sort(ids.begin(), ids.end(),
+            [&](int32_t a, int32_t b) { return e[a] != e[b] ? e[a] > e[b] : a < b; });
+  size_t keep = p.top_k > 0 ? std::min<size_t>(p.top_k, n) : n;
+  double cum = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += e[ids[i]] / sum;
+    if (cum >= p.top_p) {
+      keep = i + 1;
+      break;
+    }
+  }
+  size_t m = 1;
+  while (m < keep && e[ids[m]] >= p.min_p * e[ids[0]]) ++m;
+  return {ids.begin(), ids.begin() + m};
+}
+
+TEST(Sampler, FiltersKeepExactlyTheReferenceSetWithoutSortingTheVocabulary) {
+  // 5000 distinct logits 0.0032 apart, shuffled: no filter boundary is within rounding.
+  const int n = 5000;
+  std::vector<float> base(n);
+  for (int i = 0; i < n; ++i) base[i] = -8.0f + 16.0f * static_cast<float>((i * 2957) % n) / n;
+  for (float t : {0.3f, 1.0f, 2.0f}) {
+    for (int k : {0, 1, 7, 300}) {
+      for (float top_p : {1.0f, 0.5f, 0.9f, 0.99f}) {
+        for (float min_p : {0.0f, 0.05f, 0.3f}) {
+          SamplingParams p;
+          p.temperature = t;
+          p.top_k = k;
+          p.top_p = top_p;
+          p.min_p = min_p;
+          p.seed = 11;
+          const std::set<int32_t> kept = reference_kept(base, p);
+          Sampler s(p);
+          std::set<int32_t> seen;
+          for (int i = 0; i < 300; ++i) {
+            std::vector<float> l = base;
+            const int32_t tok = s.sample(l.data(), n, {});
+            ASSERT_TRUE(kept.count(tok)) << "t=" << t << " k=" << k << " top_p=" << top_p
+                                         << " min_p=" << min_p << " token " << tok;
+            seen.insert(tok);
+          }
+          if (kept.size() >= 2) EXPECT_GE(seen.size(), 2u) << "t=" << t << " k=" << k;
+        }
+      }
+    }
+  }
+}
+
+TEST(Sampler, UnfilteredDrawFollowsTheSoftmax) {
+  // 1000 tokens over several of the sampler's spans: token 3 has 30 %, token 700 20 %, the rest
+  // share the remaining half evenly.
+  const int n = 1000;
+  std::vector<float> base(n, 0.0f);
+  const double rest = 0.5 / (n - 2);
+  base[3] = static_cast<float>(std::log(0.3 / rest));
+  base[700] = static_cast<float>(std::log(0.2 / rest));
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 5;
+  Sampler s(p);
+  const int draws = 20000;
+  std::vector<int> count(n, 0);
+  for (int i = 0; i < draws; ++i) {
+    std::vector<float> l = base;
+    const int32_t tok = s.sample(l.data(), n, {});
+    ASSERT_GE(tok, 0);
+    ASSERT_LT(tok, n);
+    ++count[tok];
+  }
+  EXPECT_NEAR(count[3] / double(draws), 0.3, 0.015);
+  EXPECT_NEAR(count[700] / double(draws), 0.2, 0.015);
+  // The even rest, by halves of the vocabulary (so a span's walk is not skewed).
+  int lo = 0, hi = 0;
+  for (int i = 0; i < n; ++i) (i < n / 2 ? lo : hi) += (i == 3 || i == 700) ? 0 : count[i];
+  EXPECT_NEAR(lo / double(draws), 0.25, 0.015);
+  EXPECT_NEAR(hi / double(draws), 0.25, 0.015);
 }
 
 TEST(Rng, UniformInRangeAndDeterministic) {
