@@ -208,9 +208,11 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
     for (int i = 0; i < n_vocab; ++i) {
       if (prob[i] >= theta) cand_.push_back({prob[i], i});
     }
-    const bool all = theta == 0.0f;  // every token (the only prefix there is)
-    if (!all && cand_.size() < keep && p.min_p * p_max < theta) {
-      // Neither top-k nor min-p can end inside: only top-p could, if it reaches its mass here.
+    // The kept prefix ends inside the candidates whatever top-p does: they are every token
+    // (theta 0), or top-k ends inside, or min-p does (every other token is below its floor).
+    const bool decided = theta == 0.0f || cand_.size() >= keep || p.min_p * p_max >= theta;
+    if (!decided) {
+      // Only top-p could end inside, if the candidates reach its mass.
       float mass = 0;
       for (const auto& c : cand_) mass += c.first;
       if (p.top_p >= 1.0f || mass < p.top_p) continue;
@@ -230,7 +232,7 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
         if (cum >= p.top_p) break;
       }
       // Not reached inside a strict prefix of the order: the kept prefix may go on past it.
-      if (cum < p.top_p && !all && n < keep && !(p.min_p * p_max >= theta)) continue;
+      if (cum < p.top_p && !decided) continue;
       n = std::max<size_t>(1, np);
     }
     if (p.min_p > 0.0f) {
