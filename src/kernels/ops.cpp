@@ -370,18 +370,20 @@ void MatmulInput::reset(DType type, const float* x, int64_t n_tok, int64_t cols)
   corr_.resize(active_kernels().wants_corr ? nb : 0);
 }
 
+QuantActs MatmulInput::acts() const {
+  return {qs_.data(), d_.data(), s8_.data(), corr_.empty() ? nullptr : corr_.data()};
+}
+
 void MatmulInput::prepare_row(int64_t i) {
   KV_ASSERT(i >= 0 && i < n_tok_);
   if (!quant_) return;
-  const QuantActs qa{qs_.data(), d_.data(), s8_.data(), corr_.empty() ? nullptr : corr_.data()};
-  quantize_x_row(active_kernels(), type_, x_, i, cols_, qa);
+  quantize_x_row(active_kernels(), type_, x_, i, cols_, acts());
 }
 
 void matmul_jobs(std::span<const MatmulJob> jobs, const MatmulInput& in, ThreadPool& pool) {
   bool ready = in.quant_;
   for (const MatmulJob& j : jobs) ready = ready && j.w->type == in.type_ && j.w->cols() == in.cols_;
-  const QuantActs qa{in.qs_.data(), in.d_.data(), in.s8_.data(),
-                     in.corr_.empty() ? nullptr : in.corr_.data()};
+  const QuantActs qa = in.acts();
   matmul_jobs_impl(active_kernels(), jobs, in.x_, in.n_tok_, pool, ready ? &qa : nullptr);
 }
 

@@ -35,6 +35,8 @@ void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok,
 // matmul needs no quantization pass of its own (one meeting of the threads fewer per matrix
 // group). For q8_0 / q4_0 weights the rows are quantized exactly as matmul_jobs would; other
 // types need nothing. Results are bitwise those of matmul_jobs(jobs, x, ...).
+struct QuantActs;  // kernels/ops_impl.h
+
 class MatmulInput {
  public:
   // For n_tok rows of `cols` values at x, for weights of `type` (x is read by prepare_row and,
@@ -47,6 +49,7 @@ class MatmulInput {
   friend void matmul_jobs(std::span<const MatmulJob> jobs, const MatmulInput& in, ThreadPool& pool);
 
  private:
+  QuantActs acts() const;  // views of the buffers below
   DType type_ = DType::kF32;
   const float* x_ = nullptr;
   int64_t n_tok_ = 0, cols_ = 0;
