@@ -1,9 +1,10 @@
 // kvserve bench serve: the batching engine under concurrent load: output tokens/s, time to
 // first token and inter-token latency (p50/p99) at several client counts, continuous batching
 // against the static baseline in the same run. Output lengths are mixed (uniform or long-tailed
-// in [--gen-min, --gen-max], the same draws for every scheduler and transport). Besides the
-// whole run's tokens/s, "steady/s" is the rate while every client still had requests to send:
-// the throughput at that many concurrent streams, without the ramp-down at the end.
+// in [--gen-min, --gen-max], the same draws for every scheduler and transport); the clients
+// share one list of requests (drive_clients). Besides the whole run's tokens/s, "steady/s" is
+// the rate until that list ran out: the throughput at that many concurrent streams, without
+// the ramp-down at the end.
 //
 // Two transports share the workload, the engine options, the statistics and the table: by
 // default the clients talk to the EngineLoop in-process; with --http they send streaming
@@ -73,30 +74,27 @@ struct BenchRequest {
   int max_tokens = 0;           // drawn in [gen_min, gen_max]; generated in full (ignore_eos)
 };
 
-// Client c's requests, seeded by c: the same prompts and lengths for every scheduler and
-// transport.
-std::vector<BenchRequest> client_workload(const BenchServeFlags& f, int n_vocab, int c) {
-  Rng rng(1000 + c);
-  std::vector<BenchRequest> out(f.requests_per_client);
-  for (BenchRequest& r : out) {
-    for (int i = 0; i < f.prompt_len; ++i) {
-      r.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (n_vocab - 3)));
-    }
-    if (f.gen_dist == "lognormal") {
-      // Long-tailed, as chat outputs are: median the geometric mean of the bounds, sigma a
-      // quarter of their log ratio (so +-2 sigma spans them), clipped to the bounds.
-      const double u1 = std::max(1e-9, static_cast<double>(rng.uniform()));
-      const double u2 = rng.uniform();
-      const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-      const double lo = f.gen_min, hi = f.gen_max;
-      const double len = std::sqrt(lo * hi) * std::exp(z * std::log(hi / lo) / 4.0);
-      r.max_tokens =
-          static_cast<int>(std::clamp(std::lround(len), long{f.gen_min}, long{f.gen_max}));
-    } else {
-      r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
-    }
+// Request i of a run's shared list, seeded by i: the same prompts and lengths for every
+// scheduler and transport, and the first requests of a larger run are a smaller run's.
+BenchRequest workload_request(const BenchServeFlags& f, int n_vocab, int i) {
+  Rng rng(1000 + i);
+  BenchRequest r;
+  for (int k = 0; k < f.prompt_len; ++k) {
+    r.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (n_vocab - 3)));
   }
-  return out;
+  if (f.gen_dist == "lognormal") {
+    // Long-tailed, as chat outputs are: median the geometric mean of the bounds, sigma a
+    // quarter of their log ratio (so +-2 sigma spans them), clipped to the bounds.
+    const double u1 = std::max(1e-9, static_cast<double>(rng.uniform()));
+    const double u2 = rng.uniform();
+    const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    const double lo = f.gen_min, hi = f.gen_max;
+    const double len = std::sqrt(lo * hi) * std::exp(z * std::log(hi / lo) / 4.0);
+    r.max_tokens = static_cast<int>(std::clamp(std::lround(len), long{f.gen_min}, long{f.gen_max}));
+  } else {
+    r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
+  }
+  return r;
 }
 
 // Arrival times seen by one client. A request calls start() when sent and arrival() whenever
@@ -243,27 +241,33 @@ Sender http_sender(int port, const BenchServeFlags& f) {
   };
 }
 
-// Runs n_clients threads; each sends its workload one request after another through its own
-// sender. The merged log, or the first failure.
+// Runs n_clients threads over one shared list of n_clients * requests_per_client requests, as
+// vLLM's serving benchmark does with --max-concurrency: each client sends the next unsent
+// request as soon as its last one is done, through its own sender. (Fixed per-client lists
+// left the clients with the shortest lists idle while others still had several requests to
+// go: a ramp-down that measured the lists, not the engine.) The merged log, or the first
+// failure.
 Result<LatencyLog> drive_clients(const BenchServeFlags& f, int n_vocab, int n_clients,
                                  const std::function<Sender(int)>& make_sender) {
   std::mutex mu;
   LatencyLog all;  // guarded by mu
   Status failure;  // guarded by mu
   std::atomic<int64_t> live{0};
+  std::atomic<int> next{0};  // the next unsent request
+  const int n_requests = n_clients * f.requests_per_client;
   bool steady_done = false;  // guarded by mu
   std::vector<std::thread> threads;
   const auto t0 = Clock::now();
   for (int c = 0; c < n_clients; ++c) {
-    threads.emplace_back([&, c, send = make_sender(c)] {
+    threads.emplace_back([&, send = make_sender(c)] {
       LatencyLog mine;
       mine.live = &live;
       Status st;
-      for (const BenchRequest& r : client_workload(f, n_vocab, c)) {
-        if (st = send(r, mine); !st.is_ok()) break;
+      for (int i; (i = next.fetch_add(1)) < n_requests;) {
+        if (st = send(workload_request(f, n_vocab, i), mine); !st.is_ok()) break;
       }
       std::lock_guard<std::mutex> lock(mu);
-      if (!steady_done) {  // the first client to finish ends the full-concurrency window
+      if (!steady_done) {  // the first client to run out of requests ends the full concurrency
         steady_done = true;
         all.steady_tokens = live.load();
         all.steady_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -457,7 +461,8 @@ void register_bench_serve(CLI::App* bench, int* rc) {
                   "comma-separated: continuous, static (request-level batching: every row computes "
                   "until the batch's longest ends), static-shrink (finished rows leave)")
       ->capture_default_str();
-  cmd->add_option("--requests-per-client", f->requests_per_client, "requests each client sends")
+  cmd->add_option("--requests-per-client", f->requests_per_client,
+                  "requests per client: a run sends clients x this many, from one list")
       ->capture_default_str();
   cmd->add_option("--prompt-len", f->prompt_len, "prompt tokens")->capture_default_str();
   cmd->add_option("--gen-min", f->gen_min, "shortest output")->capture_default_str();

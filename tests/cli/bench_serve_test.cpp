@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cli/run_kvserve.h"
 #include "test_models.h"
@@ -89,6 +90,29 @@ TEST(BenchServe, SampledWorkloadGeneratesEveryToken) {
   const Proc bad = run_kvserve("bench serve -m " + model + " --top-p 1.5");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.out.find("--top-p"), std::string::npos) << bad.out;
+}
+
+// The clients draw from one list of clients x requests-per-client requests, so a run's
+// requests depend only on that product: 1 x 4, 2 x 2 and 4 x 1 send the same four requests (one
+// list per client would give each split its own lengths).
+TEST(BenchServe, ClientsShareOneListOfRequests) {
+  const std::string model = test::synth_model_path("demo", DType::kF32, 11);
+  std::vector<int> tokens;
+  for (const char* split :
+       {"--clients 1 --requests-per-client 4", "--clients 2 --requests-per-client 2",
+        "--clients 4 --requests-per-client 1"}) {
+    const Proc p = run_kvserve("bench serve -m " + model + " " + split +
+                                   " --schedulers continuous --prompt-len 4 --gen-min 2"
+                                   " --gen-max 40 -t 1 --json",
+                               false);
+    ASSERT_EQ(p.rc, 0) << p.out;
+    const json j = last_json_line(p.out);
+    ASSERT_TRUE(j.is_object()) << p.out;
+    ASSERT_EQ(j["results"].size(), 1u);
+    tokens.push_back(j["results"][0]["tokens"].get<int>());
+  }
+  EXPECT_EQ(tokens[1], tokens[0]);
+  EXPECT_EQ(tokens[2], tokens[0]);
 }
 
 TEST(BenchServe, RejectsBadLengths) {
