@@ -1,4 +1,13 @@
 // AVX-512 loops of the paged attention kernel (head_dim a multiple of 16). See attention_impl.h.
+
+// GCC 12 reports its own intrinsics' self-initialized "undefined" vectors, and the head loops'
+// register arrays (filled up to the run-time head count, read no further), as maybe
+// uninitialized once inlined here; both are false positives (see ops_avx512.cpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include <cstring>

@@ -173,7 +173,9 @@ TEST(Sampler, FiltersKeepExactlyTheReferenceSetWithoutSortingTheVocabulary) {
                                          << " min_p=" << min_p << " token " << tok;
             seen.insert(tok);
           }
-          if (kept.size() >= 2) EXPECT_GE(seen.size(), 2u) << "t=" << t << " k=" << k;
+          if (kept.size() >= 2) {
+            EXPECT_GE(seen.size(), 2u) << "t=" << t << " k=" << k;
+          }
         }
       }
     }
