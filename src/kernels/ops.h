@@ -30,13 +30,13 @@ struct MatmulJob {
 };
 void matmul_jobs(std::span<const MatmulJob> jobs, const float* x, int64_t n_tok, ThreadPool& pool);
 
+struct QuantActs;  // kernels/ops_impl.h
+
 // x prepared for matmul_jobs ahead of the call, a row at a time from whichever thread wrote
 // the row: the pass that produces x (a norm, SwiGLU) quantizes each row it finishes, so the
 // matmul needs no quantization pass of its own (one meeting of the threads fewer per matrix
 // group). For q8_0 / q4_0 weights the rows are quantized exactly as matmul_jobs would; other
 // types need nothing. Results are bitwise those of matmul_jobs(jobs, x, ...).
-struct QuantActs;  // kernels/ops_impl.h
-
 class MatmulInput {
  public:
   // For n_tok rows of `cols` values at x, for weights of `type` (x is read by prepare_row and,
