@@ -49,42 +49,79 @@ void add_tasks(std::vector<Task>& tasks, int seq, int i, int g, int p, const Att
   add_range(lo <= w.sink ? 0 : lo, p + 1, false);
 }
 
-thread_local std::vector<float> t_scores;  // [n_gqa][kPartition]
+// Prefetch distance, in runs (a run: the rows of one task that lie in one block, i.e. part of
+// one tile). A thread reads a stream of short runs scattered over the cache: its task's K runs,
+// then its V runs, then the next task's K runs. While it reads run i, the tile function
+// prefetches run i + kAheadRuns a little at a time. Before, the next run was fetched in one burst
+// at the start of each run, which stalled on the core's miss slots, and each task's first runs
+// went unfetched: this walk makes attention 10-20 % faster (16 sequences, f16, 2 cores;
+// docs/benchmarks.md, ninth session).
+constexpr int kAheadRuns = 2;
 
+// A run's rows in memory, and where its positions go in the task's scores.
+struct Run {
+  const uint8_t* rows;    // the first row
+  const uint8_t* header;  // q4 K: the tile's header
+  KvType type;            // as stored (a q4 K block not full yet reads as f16 staging)
+  size_t bytes;           // len rows
+  int at;                 // index of the first position within the task
+  int len;
+};
+
+// Appends the K or V runs of a task: its positions cut at block boundaries. max_runs bounds
+// how many (of the next task, only the first few are prefetched).
+void add_runs(std::vector<Run>& runs, const KvStorage& kv, int layer, const AttentionSeq& s,
+              const Task& k, KvRole role, int max_runs = 1 << 30) {
+  const int bs = kv.layout().block_size;
+  for (int t = k.begin, c = 0; t < k.end && c < max_runs; ++c) {
+    const int off = t % bs, len = std::min(bs - off, k.end - t);
+    const BlockId b = s.table->blocks[t / bs];
+    const KvTileView v = role == KvRole::kK ? kv.k_view(layer, b, k.g) : kv.v_view(layer, b, k.g);
+    runs.push_back({v.rows + off * v.stride, v.header, v.type, len * v.stride, t - k.begin, len});
+    t += len;
+  }
+}
+
+thread_local std::vector<float> t_scores;  // [n_gqa][kPartition]
+thread_local std::vector<Run> t_runs;      // this task's K runs, V runs, the next task's first
+
+// One task: partial attention of the n_gqa query heads of kv head k.g over slots
+// [k.begin, k.end). next / next_seq: the task this thread runs next (or nullptr), whose first
+// runs are prefetched at the end of this one; warm: nothing has prefetched this task's start.
 void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq& s, const Task& k,
+                      const Task* next, const AttentionSeq* next_seq, bool warm,
                       const KvStorage& kv, int layer, int n_head, float scale, float* m_out,
                       float* l_out, float* o_out, float* e_out) {
   const KvLayout& L = kv.layout();
-  const int hd = L.head_dim, bs = L.block_size, n_gqa = n_head / L.n_head_kv;
-  const int t_begin = k.begin, t_end = k.end;
-  const int n = t_end - t_begin;
+  const int hd = L.head_dim, n_gqa = n_head / L.n_head_kv;
+  const int n = k.end - k.begin;
   std::vector<float>& sc = t_scores;
   sc.resize(static_cast<size_t>(n_gqa) * kPartition);
   // The n_gqa query heads that share kv head g: [n_gqa][hd].
   const float* qg = q + (static_cast<size_t>(s.row0 + k.i) * n_head + k.g * n_gqa) * hd;
 
-  // Runs of consecutive positions that lie in one block. Each block's tile is a short separate
-  // run of memory, so the next one is prefetched while this one is read.
-  auto for_runs = [&](auto&& tile_of, auto&& fn) {
-    for (int t = t_begin; t < t_end;) {
-      const int off = t % bs, len = std::min(bs - off, t_end - t);
-      if (t + len < t_end) {
-        const KvTileView nv = tile_of(s.table->blocks[(t + len) / bs]);
-        const uint8_t* next = nv.rows;
-        const size_t n_next = static_cast<size_t>(std::min(bs, t_end - t - len)) * nv.stride;
-        for (size_t i = 0; i < n_next; i += 64) __builtin_prefetch(next + i);
-      }
-      fn(s.table->blocks[t / bs], off, t - t_begin, len);
-      t += len;
-    }
+  std::vector<Run>& runs = t_runs;
+  runs.clear();
+  add_runs(runs, kv, layer, s, k, KvRole::kK);
+  const int n_runs = static_cast<int>(runs.size());
+  add_runs(runs, kv, layer, s, k, KvRole::kV);
+  if (next) add_runs(runs, kv, layer, *next_seq, *next, KvRole::kK, kAheadRuns);
+  auto ahead = [&](int i) {
+    const int j = i + kAheadRuns;
+    return j < static_cast<int>(runs.size()) ? AttnPrefetch{runs[j].rows, runs[j].bytes}
+                                             : AttnPrefetch{};
   };
-  auto k_tile = [&](BlockId b) { return kv.k_view(layer, b, k.g); };
-  auto v_tile = [&](BlockId b) { return kv.v_view(layer, b, k.g); };
-  for_runs(k_tile, [&](BlockId b, int off, int at, int len) {
-    const KvTileView kt = k_tile(b);
-    fns.scores(qg, n_gqa, kt.rows + off * kt.stride, kt.header, kt.type, len, hd, scale,
-               sc.data() + at, kPartition);
-  });
+  if (warm) {
+    for (int i = 0; i < kAheadRuns && i < static_cast<int>(runs.size()); ++i) {
+      for (size_t b = 0; b < runs[i].bytes; b += 64) __builtin_prefetch(runs[i].rows + b);
+    }
+  }
+
+  for (int i = 0; i < n_runs; ++i) {
+    const Run& r = runs[i];
+    fns.scores(qg, n_gqa, r.rows, r.header, r.type, r.len, hd, scale, sc.data() + r.at, kPartition,
+               ahead(i));
+  }
   for (int h = 0; h < n_gqa; ++h) {
     float* sh = sc.data() + static_cast<size_t>(h) * kPartition;
     const float m = fns.max(sh, n);
@@ -93,11 +130,10 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
     if (e_out) std::copy(sh, sh + n, e_out + static_cast<size_t>(h) * kPartition);
   }
   std::fill(o_out, o_out + static_cast<size_t>(n_gqa) * hd, 0.0f);
-  for_runs(v_tile, [&](BlockId b, int off, int at, int len) {
-    const KvTileView vt = v_tile(b);
-    fns.accum(sc.data() + at, kPartition, n_gqa, vt.rows + off * vt.stride, vt.type, len, hd,
-              o_out);
-  });
+  for (int i = n_runs; i < 2 * n_runs; ++i) {
+    const Run& r = runs[i];
+    fns.accum(sc.data() + r.at, kPartition, n_gqa, r.rows, r.type, r.len, hd, o_out, ahead(i));
+  }
 }
 
 }  // namespace
@@ -136,13 +172,15 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
     return out + (static_cast<size_t>(seqs[k.seq].row0 + k.i) * n_head + k.g * n_gqa) * hd;
   };
   // Tasks differ in cost (causal rows, the last partition is partial): one task per chunk.
-  pool.parallel_for(static_cast<int64_t>(n_tasks), 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
+  pool.parallel_for(static_cast<int64_t>(n_tasks), 1, [&](int64_t b, int64_t end) {
+    for (int64_t t = b; t < end; ++t) {
       const Task& k = tasks[t];
+      const Task* next = t + 1 < end ? &tasks[t + 1] : nullptr;
       float* e = seqs[k.seq].scores ? &part.e[t * n_gqa * kPartition] : nullptr;
       const bool direct = alone(t);
       float* o = direct ? out_of(k) : &part.o[t * n_gqa * hd];
-      attend_partition(fns, k.sink ? q_sink : q, seqs[k.seq], k, kv, layer, n_head, scale,
+      attend_partition(fns, k.sink ? q_sink : q, seqs[k.seq], k, next,
+                       next ? &seqs[next->seq] : nullptr, t == b, kv, layer, n_head, scale,
                        &part.m[t * n_gqa], &part.l[t * n_gqa], o, e);
       if (!direct) continue;
       for (int h = 0; h < n_gqa; ++h) {

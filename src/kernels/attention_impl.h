@@ -7,6 +7,7 @@
 // V rows are accumulated in ascending t. Internal to kernels/attention.cpp and its tests.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/cpu_features.h"
@@ -14,16 +15,24 @@
 
 namespace kvserve::kernels {
 
+// Memory the caller will read a few runs later: a tile function prefetches it a little at a
+// time as it reads its own rows, so the fetches overlap the arithmetic instead of stalling in a
+// burst of more misses than the core can track. A hint only: results never depend on it.
+struct AttnPrefetch {
+  const uint8_t* p = nullptr;  // nullptr: nothing
+  size_t bytes = 0;
+};
+
 struct AttnTileFns {
   // s[h * s_stride + t] = scale * dot(q[h], K[t]) for h in [0, n_gqa), t in [0, n).
   // q: [n_gqa][hd] f32. k: the first row of the run (K layout of `type`); k_header: the
   // tile's header for q4 K (per-channel scales and mins), else unused.
   void (*scores)(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header, KvType type,
-                 int n, int hd, float scale, float* s, int s_stride);
+                 int n, int hd, float scale, float* s, int s_stride, AttnPrefetch pf);
   // out[h][e] += sum over t in [0, n), ascending, of p[h * p_stride + t] * V[t][e].
   // v: the first row of the run (V layout of `type`).
   void (*accum)(const float* p, int p_stride, int n_gqa, const uint8_t* v, KvType type, int n,
-                int hd, float* out);
+                int hd, float* out, AttnPrefetch pf);
   // x[i] = exp(x[i] - m) for i in [0, n); returns the sum of the results (fixed order).
   float (*exp_sum)(float* x, int n, float m);
   // The largest of x[0, n), n >= 1 (a maximum: exact whatever the order).

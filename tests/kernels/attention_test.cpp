@@ -116,8 +116,8 @@ TEST(AttentionTiles, SimdLevelsMatchScalar) {
                                                        kernels::attn_tile_fns_avx512()};
     const auto& ref = kernels::attn_tile_fns_scalar();
     std::vector<float> s_ref(n_gqa * n), o_ref(n_gqa * hd, 0.5f);
-    ref.scores(q.data(), n_gqa, k.data(), nullptr, t, n, hd, 0.125f, s_ref.data(), n);
-    ref.accum(p.data(), n, n_gqa, k.data(), t, n, hd, o_ref.data());
+    ref.scores(q.data(), n_gqa, k.data(), nullptr, t, n, hd, 0.125f, s_ref.data(), n, {});
+    ref.accum(p.data(), n, n_gqa, k.data(), t, n, hd, o_ref.data(), {});
     std::vector<float> e_ref = s_ref;
     const float sum_ref = ref.exp_sum(e_ref.data(), n, 0.7f);
     const auto& feats = cpu_features();
@@ -126,8 +126,10 @@ TEST(AttentionTiles, SimdLevelsMatchScalar) {
       if (li == 1 && cpu_level() < CpuLevel::kAvx512) continue;
       const auto* f = levels[li];
       std::vector<float> s(n_gqa * n), o(n_gqa * hd, 0.5f);
-      f->scores(q.data(), n_gqa, k.data(), nullptr, t, n, hd, 0.125f, s.data(), n);
-      f->accum(p.data(), n, n_gqa, k.data(), t, n, hd, o.data());
+      // With a prefetch range (a hint: the results must not change).
+      const kernels::AttnPrefetch pf{k.data() + 1, k.size() - 1};
+      f->scores(q.data(), n_gqa, k.data(), nullptr, t, n, hd, 0.125f, s.data(), n, pf);
+      f->accum(p.data(), n, n_gqa, k.data(), t, n, hd, o.data(), pf);
       std::vector<float> e = s_ref;
       const float sum = f->exp_sum(e.data(), n, 0.7f);
       for (size_t i = 0; i < s.size(); ++i) ASSERT_NEAR(s[i], s_ref[i], 1e-5) << li;
@@ -226,22 +228,26 @@ TEST(AttentionTiles, QuantizedTypesSimdMatchScalarAndCutsDoNotMatter) {
             std::vector<float> s_ref(q.size() / hd * n), o_ref(q.size(), 0.25f);
             const auto& ref = kernels::attn_tile_fns_scalar();
             ref.scores(q.data(), n_gqa, r.k_rows(), r.k_header(), kt, n, hd, 0.125f, s_ref.data(),
-                       n);
-            ref.accum(p.data(), n, n_gqa, r.v.data(), vt, n, hd, o_ref.data());
+                       n, {});
+            ref.accum(p.data(), n, n_gqa, r.v.data(), vt, n, hd, o_ref.data(), {});
             for (const kernels::AttnTileFns* f : levels) {
               std::vector<float> s(s_ref.size()), o(o_ref.size(), 0.25f);
-              f->scores(q.data(), n_gqa, r.k_rows(), r.k_header(), kt, n, hd, 0.125f, s.data(), n);
-              f->accum(p.data(), n, n_gqa, r.v.data(), vt, n, hd, o.data());
+              f->scores(q.data(), n_gqa, r.k_rows(), r.k_header(), kt, n, hd, 0.125f, s.data(), n,
+                        {});
+              f->accum(p.data(), n, n_gqa, r.v.data(), vt, n, hd, o.data(), {});
               for (size_t i = 0; i < s.size(); ++i) ASSERT_NEAR(s[i], s_ref[i], 2e-6 * hd) << i;
               for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], o_ref[i], 2e-6 * n * 4) << i;
               // The same run cut in pieces [0, 1), [1, 4), [4, 6), [6, n).
               std::vector<float> s2(s.size()), o2(o.size(), 0.25f);
               for (int a = 0; a < n;) {
                 const int b = std::min(n, a == 0 ? 1 : a == 1 ? 4 : a == 4 ? 6 : n);
+                // Each piece prefetching the next (a hint: the results must not change).
+                const kernels::AttnPrefetch pk{r.k_rows() + b * r.k_stride, (n - b) * r.k_stride};
+                const kernels::AttnPrefetch pv{r.v.data() + b * r.v_stride, (n - b) * r.v_stride};
                 f->scores(q.data(), n_gqa, r.k_rows() + a * r.k_stride, r.k_header(), kt, b - a, hd,
-                          0.125f, s2.data() + a, n);
+                          0.125f, s2.data() + a, n, pk);
                 f->accum(p.data() + a, n, n_gqa, r.v.data() + a * r.v_stride, vt, b - a, hd,
-                         o2.data());
+                         o2.data(), pv);
                 a = b;
               }
               ASSERT_EQ(s2, s);
