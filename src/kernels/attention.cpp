@@ -66,6 +66,8 @@ struct Run {
   size_t bytes;           // len rows
   int at;                 // index of the first position within the task
   int len;
+
+  AttnPrefetch range() const { return {rows, bytes}; }
 };
 
 // Appends the K or V runs of a task: its positions cut at block boundaries. max_runs bounds
@@ -108,12 +110,11 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
   if (next) add_runs(runs, kv, layer, *next_seq, *next, KvRole::kK, kAheadRuns);
   auto ahead = [&](int i) {
     const int j = i + kAheadRuns;
-    return j < static_cast<int>(runs.size()) ? AttnPrefetch{runs[j].rows, runs[j].bytes}
-                                             : AttnPrefetch{};
+    return j < static_cast<int>(runs.size()) ? runs[j].range() : AttnPrefetch{};
   };
   if (warm) {
     for (int i = 0; i < kAheadRuns && i < static_cast<int>(runs.size()); ++i) {
-      for (size_t b = 0; b < runs[i].bytes; b += 64) __builtin_prefetch(runs[i].rows + b);
+      prefetch_now(runs[i].range());
     }
   }
 

@@ -23,6 +23,12 @@ struct AttnPrefetch {
   size_t bytes = 0;
 };
 
+// Prefetches all of pf at once, where there is time for a burst: ahead of a thread's first run,
+// and in the scalar loops.
+inline void prefetch_now(AttnPrefetch pf) {
+  for (size_t i = 0; pf.p != nullptr && i < pf.bytes; i += 64) __builtin_prefetch(pf.p + i);
+}
+
 struct AttnTileFns {
   // s[h * s_stride + t] = scale * dot(q[h], K[t]) for h in [0, n_gqa), t in [0, n).
   // q: [n_gqa][hd] f32. k: the first row of the run (K layout of `type`); k_header: the

@@ -8,17 +8,12 @@ namespace kvserve::kernels {
 
 namespace {
 
-// The scalar loops are slow enough that prefetching the whole range up front is in time.
-void prefetch_all(AttnPrefetch pf) {
-  for (size_t i = 0; pf.p && i < pf.bytes; i += 64) __builtin_prefetch(pf.p + i);
-}
-
 // Reference loops for any head_dim and type: each element is decoded with the scalar codecs.
 // q4 K scores use the same algebra as the SIMD loops: q'[c] = q[c] * scale[c], c0 = q . min,
 // score = (q' . nibbles + c0) * scale.
 void scores(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header, KvType type,
             int n, int hd, float scale, float* s, int s_stride, AttnPrefetch pf) {
-  prefetch_all(pf);
+  prefetch_now(pf);  // slow enough loops: one burst is in time
   const size_t stride = kv_row_stride(type, KvRole::kK, hd);
   for (int t = 0; t < n; ++t) {
     const uint8_t* row = k + static_cast<size_t>(t) * stride;
@@ -51,7 +46,7 @@ void scores(const float* q, int n_gqa, const uint8_t* k, const uint8_t* k_header
 
 void accum(const float* p, int p_stride, int n_gqa, const uint8_t* v, KvType type, int n, int hd,
            float* out, AttnPrefetch pf) {
-  prefetch_all(pf);
+  prefetch_now(pf);  // slow enough loops: one burst is in time
   const size_t stride = kv_row_stride(type, KvRole::kV, hd);
   for (int t = 0; t < n; ++t) {
     const uint8_t* row = v + static_cast<size_t>(t) * stride;
