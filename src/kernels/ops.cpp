@@ -343,8 +343,7 @@ void matmul_jobs_impl(const KernelTable& k, std::span<const MatmulJob> jobs, con
     for (size_t i = 0; i < n_jobs && u0 < u1; ++i) {
       const int64_t b = std::max(u0, first_unit[i]), e = std::min(u1, first_unit[i + 1]);
       if (b >= e) continue;
-      const int64_t rows = args[i].ldy;
-      fn(args[i], (b - first_unit[i]) * unit, std::min(rows, (e - first_unit[i]) * unit));
+      fn(args[i], (b - first_unit[i]) * unit, std::min(args[i].rows, (e - first_unit[i]) * unit));
     }
   });
 }
