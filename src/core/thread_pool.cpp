@@ -77,9 +77,6 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     fn(0, n);
     return;
   }
-  fn_ = &fn;
-  n_ = n;
-  grain_ = grain;
   for (int t = 0; t < n_threads_; ++t) {
     Cursor& cur = cursors_[t];
     const int64_t begin = n_grains * t / n_threads_, end = n_grains * (t + 1) / n_threads_;
@@ -89,6 +86,46 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     cur.first = std::max<int64_t>(1, share - share / kTailParts);
     cur.rest = std::max<int64_t>(1, share / (2 * kTailParts));
   }
+  run_job(n, grain, fn);
+}
+
+void ThreadPool::parallel_for_costed(std::span<const int64_t> cost_prefix,
+                                     const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t n = static_cast<int64_t>(cost_prefix.size()) - 1;
+  if (n <= 0) return;
+  if (n_threads_ == 1 || n == 1) {
+    fn(0, n);
+    return;
+  }
+  // The first item i >= lo whose prefix reaches `cost` (n when none does).
+  auto reach = [&](int64_t lo, int64_t cost) {
+    return std::lower_bound(cost_prefix.begin() + lo, cost_prefix.end() - 1, cost) -
+           cost_prefix.begin();
+  };
+  const int64_t total = cost_prefix[n];
+  int64_t begin = 0;
+  for (int t = 0; t < n_threads_; ++t) {
+    Cursor& cur = cursors_[t];
+    // Item i goes to the thread in whose share of the cost its end falls.
+    const int64_t end =
+        t + 1 == n_threads_ ? n : std::max(begin, reach(begin, total * (t + 1) / n_threads_));
+    const int64_t run_cost = cost_prefix[end] - cost_prefix[begin];
+    const int64_t first =
+        reach(begin, cost_prefix[begin] + run_cost - run_cost / kTailParts) - begin;
+    cur.next.store(begin, std::memory_order_relaxed);
+    cur.end = end;
+    cur.first = std::max<int64_t>(1, first);
+    cur.rest = std::max<int64_t>(1, (end - begin - first) / 2);
+    begin = end;
+  }
+  run_job(n, 1, fn);
+}
+
+void ThreadPool::run_job(int64_t n, int64_t grain,
+                         const std::function<void(int64_t, int64_t)>& fn) {
+  fn_ = &fn;
+  n_ = n;
+  grain_ = grain;
   const uint64_t g = generation_.load() + 1;
   open_gen_.store(g);
   generation_.store(g, std::memory_order_release);

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -34,9 +35,20 @@ class ThreadPool {
   // (except the last), in any order and on any thread. Returns when all chunks are done.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // The same over items of uneven cost, grain 1: n = cost_prefix.size() - 1 items, and
+  // cost_prefix[i] (non-decreasing from 0) the summed cost of items [0, i). Each thread's own run
+  // is cut to about an equal share of the cost rather than of the count, and its first claim to
+  // about three quarters of its run's cost. A chunk never spans two runs. With runs of equal
+  // count, a thread holding the expensive items (attention over long contexts) worked on inside
+  // one large claim while the other, done with its cheap run and the stealable tail, waited.
+  void parallel_for_costed(std::span<const int64_t> cost_prefix,
+                           const std::function<void(int64_t, int64_t)>& fn);
+
  private:
   void worker_main(int self);
   void run_chunks(int self);
+  // Publishes the job over the cursors already set, works on it, and waits for the workers.
+  void run_job(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
   // Thread t's run of grains [next, end), claimed by fetch_add, by the owner or a thief: the
   // owner's first claim takes `first` grains, later claims `rest`.
