@@ -340,6 +340,7 @@ void register_bench(CLI::App& app, int* rc) {
   register_bench_prefix(bench, rc);
   register_bench_kv_quality(bench, rc);
   register_bench_batch(bench, rc);
+  register_bench_attention(bench, rc);
 }
 
 }  // namespace kvserve::cli

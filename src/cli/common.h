@@ -88,5 +88,6 @@ void register_serve(CLI::App& app, int* rc);
 void register_bench_serve(CLI::App* bench, int* rc);       // `kvserve bench serve`
 void register_bench_kv_quality(CLI::App* bench, int* rc);  // `kvserve bench kv-quality`
 void register_bench_batch(CLI::App* bench, int* rc);       // `kvserve bench batch`
+void register_bench_attention(CLI::App* bench, int* rc);   // `kvserve bench attention`
 
 }  // namespace kvserve::cli
