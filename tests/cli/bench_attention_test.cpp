@@ -16,9 +16,7 @@ TEST(BenchAttention, OneRowPerPoint) {
   const test::Proc p = test::run_kvserve(
       "bench attention --preset demo --seqs 1,3 --contexts 20,40 --repeat 2 -t 2 --json", false);
   ASSERT_EQ(p.rc, 0) << p.out;
-  const size_t at = p.out.rfind("\n{");
-  ASSERT_NE(at, std::string::npos) << p.out;
-  const auto j = nlohmann::json::parse(p.out.substr(at + 1), nullptr, false);
+  const auto j = test::last_json_line(p.out);
   ASSERT_TRUE(j.is_object()) << p.out;
   EXPECT_EQ(j["bench"], "attention");
   ASSERT_EQ(j["results"].size(), 4u);
@@ -46,7 +44,7 @@ TEST(BenchAttention, OneRowPerPoint) {
   const test::Proc m = test::run_kvserve(
       "bench attention --preset demo --seqs 4 --contexts 30 --mixed --repeat 1 -t 1 --json", false);
   ASSERT_EQ(m.rc, 0) << m.out;
-  const auto jm = nlohmann::json::parse(m.out.substr(m.out.rfind("\n{") + 1), nullptr, false);
+  const auto jm = test::last_json_line(m.out);
   ASSERT_TRUE(jm.is_object()) << m.out;
   EXPECT_EQ(jm["results"][0]["context"], (48 + 36 + 24 + 12) / 4);
 }

@@ -17,9 +17,7 @@ TEST(BenchBatch, OneRowPerBatchSize) {
       "bench batch -m " + model + " --batch 1,3 --context 5 --steps 3 --warmup 1 -t 1 --json",
       false);
   ASSERT_EQ(p.rc, 0) << p.out;
-  const size_t at = p.out.rfind("\n{");
-  ASSERT_NE(at, std::string::npos) << p.out;
-  const auto j = nlohmann::json::parse(p.out.substr(at + 1), nullptr, false);
+  const auto j = test::last_json_line(p.out);
   ASSERT_TRUE(j.is_object()) << p.out;
   EXPECT_EQ(j["bench"], "batch");
   ASSERT_EQ(j["results"].size(), 2u);

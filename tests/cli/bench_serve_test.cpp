@@ -14,14 +14,9 @@ namespace kvserve {
 namespace {
 
 using json = nlohmann::json;
+using test::last_json_line;
 using test::Proc;
 using test::run_kvserve;
-
-// The JSON object on the last line of the output.
-json last_json_line(const std::string& out) {
-  const size_t at = out.rfind("\n{");
-  return json::parse(at == std::string::npos ? out : out.substr(at + 1), nullptr, false);
-}
 
 TEST(BenchServe, HttpModeMatchesInProcessWorkload) {
   const std::string model = test::synth_model_path("demo", DType::kF32, 11);

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace kvserve::test {
@@ -28,6 +29,13 @@ inline Proc run_kvserve(const std::string& args, bool merge_stderr = true,
   const int status = pclose(f);
   p.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return p;
+}
+
+// The JSON object a `--json` command prints last, on a line of its own (the whole output when
+// it is nothing else); a discarded value (not an object) when there is none.
+inline nlohmann::json last_json_line(const std::string& out) {
+  const size_t at = out.rfind("\n{");
+  return nlohmann::json::parse(at == std::string::npos ? out : out.substr(at + 1), nullptr, false);
 }
 
 }  // namespace kvserve::test
