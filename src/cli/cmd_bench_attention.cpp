@@ -5,10 +5,13 @@
 // rate compared with the machine's read bandwidth (`bench decode` measures that).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "cli/common.h"
 #include "core/cpu_features.h"

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/assert.h"
+#include "core/memory_info.h"
 #include "kv/kv_quant.h"
 
 namespace kvserve {
@@ -52,6 +53,15 @@ Result<std::unique_ptr<KvStorage>> KvStorage::create(const KvLayout& layout, int
   KV_RETURN_IF_ERROR(layout.check());
   if (n_blocks < 1) return invalid_argument("the KV cache needs at least one block");
   const size_t bytes = layout.bytes_per_block() * static_cast<size_t>(n_blocks);
+  // Committing more than the machine (or the cgroup) has does not fail: the OOM killer ends
+  // the process part-way through. So a budget beyond what is available is refused up front.
+  if (commit == KvCommit::kAtStart) {
+    if (const auto avail = available_memory(); avail && bytes > *avail) {
+      return out_of_memory("cannot commit " + format_bytes(static_cast<double>(bytes)) +
+                           " for the KV cache: only " + format_bytes(static_cast<double>(*avail)) +
+                           " of memory is available; lower the KV budget");
+    }
+  }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {

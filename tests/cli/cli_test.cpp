@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cli/run_kvserve.h"
+#include "core/memory_info.h"
 #include "test_util.h"
 
 namespace kvserve {
@@ -112,7 +113,15 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
       {"kv-size --layers 2", "--kv-heads"},
       {"synth --preset nope --dtype f16 -o /tmp/x.gguf", "nope"},
   };
-  for (const Case& c : cases) {
+  // A KV budget above the machine's memory: refused before committing (the OOM killer would
+  // otherwise end the process part-way through).
+  std::vector<Case> all = cases;
+  if (const auto avail = available_memory()) {
+    const size_t gib = (2 * *avail >> 30) + 1;
+    all.push_back({"generate -m " + model + " -p hi --kv-budget " + std::to_string(gib) + "GiB",
+                   "of memory is available"});
+  }
+  for (const Case& c : all) {
     Proc p = run_kvserve(c.args);
     EXPECT_NE(p.rc, 0) << c.args;
     EXPECT_NE(p.out.find(c.expect), std::string::npos) << c.args << "\n" << p.out;
