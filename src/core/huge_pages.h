@@ -9,7 +9,8 @@
 namespace kvserve {
 
 // `bytes` (rounded up to 2 MiB) of zeroed memory, 2 MiB-aligned, advised into huge pages where
-// the system allows (advice only). nullptr when the mapping fails.
+// the system allows (advice only). nullptr when the mapping fails or `bytes` exceed the memory
+// available (core/memory_info.h).
 std::shared_ptr<void> alloc_huge_pages(size_t bytes);
 
 }  // namespace kvserve
