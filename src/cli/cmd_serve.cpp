@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli/common.h"
+#include "core/memory_info.h"
 #include "engine/engine_loop.h"
 #include "model/gguf.h"
 #include "server/chat_template.h"
@@ -67,6 +68,14 @@ int run_serve(const ServeFlags& f) {
   }
   auto swap_bytes = parse_byte_size(f.swap_space);
   if (!swap_bytes) return report(swap_bytes.status());
+  // The swap area grows as sequences are swapped out, mid-serving: one larger than the memory
+  // there is would end in the OOM killer under load, so it is refused now.
+  if (const auto avail = available_memory();
+      f.preemption == "swap" && avail && static_cast<size_t>(*swap_bytes) > *avail) {
+    return report(invalid_argument("--swap-space " + f.swap_space + " is more than the " +
+                                   format_bytes(static_cast<double>(*avail)) +
+                                   " of memory available"));
+  }
   auto eo = engine_options(f.engine);
   if (!eo) return report(eo.status());
   if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);

@@ -114,12 +114,18 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
       {"synth --preset nope --dtype f16 -o /tmp/x.gguf", "nope"},
   };
   // A KV budget above the machine's memory: refused before committing (the OOM killer would
-  // otherwise end the process part-way through).
+  // otherwise end the process part-way through), with the memory there is.
   std::vector<Case> all = cases;
   if (const auto avail = available_memory()) {
     const size_t gib = (2 * *avail >> 30) + 1;
     all.push_back({"generate -m " + model + " -p hi --kv-budget " + std::to_string(gib) + "GiB",
                    "of memory is available"});
+    // Likewise a swap area for preempted sequences: refused before the server binds a port
+    // (a server that started anyway is stopped by the timeout, and fails the check).
+    const Proc s = run_kvserve("serve -m " + model + " --swap-space " + std::to_string(gib) + "GiB",
+                               true, "timeout 30");
+    EXPECT_NE(s.rc, 0);
+    EXPECT_NE(s.out.find("of memory available"), std::string::npos) << s.out;
   }
   for (const Case& c : all) {
     Proc p = run_kvserve(c.args);
