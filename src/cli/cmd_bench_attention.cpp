@@ -16,6 +16,7 @@
 #include "cli/common.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
+#include "engine/generator.h"
 #include "kernels/attention.h"
 #include "kv/kv_storage.h"
 #include "model/synth.h"
@@ -60,12 +61,10 @@ Result<AttentionRow> measure(const ModelConfig& cfg, const BenchAttentionFlags& 
                              int n_seq, int ctx, ThreadPool& pool) {
   std::mt19937 rng(1);
   const std::vector<int> ctxs = contexts_of(n_seq, ctx, f.mixed);
-  KvLayout L;
-  L.n_layer = cfg.n_layer;
-  L.n_head_kv = cfg.n_head_kv;
-  L.head_dim = cfg.head_dim;
-  L.block_size = f.block_size;
-  L.k_type = L.v_type = type;
+  EngineOptions eo;
+  eo.block_size = f.block_size;
+  eo.kv_type_k = eo.kv_type_v = type;
+  const KvLayout L = kv_layout_for(cfg, eo);
   const int bs = f.block_size;
   std::vector<int> n_blocks(n_seq);
   for (int s = 0; s < n_seq; ++s) n_blocks[s] = (ctxs[s] + bs - 1) / bs;

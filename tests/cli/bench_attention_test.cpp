@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/run_kvserve.h"
+#include "engine/generator.h"
 #include "kv/kv_storage.h"
 #include "model/synth.h"
 
@@ -21,14 +22,9 @@ TEST(BenchAttention, OneRowPerPoint) {
   EXPECT_EQ(j["bench"], "attention");
   ASSERT_EQ(j["results"].size(), 4u);
   // The K/V read per step is every layer's K and V of every context (f16, blocks of 16).
-  const auto cfg = synth_preset("demo");
+  auto cfg = synth_preset("demo");
   ASSERT_TRUE(cfg);
-  KvLayout L;
-  L.n_layer = cfg->n_layer;
-  L.n_head_kv = cfg->n_head_kv;
-  L.head_dim = cfg->head_dim;
-  L.block_size = 16;
-  L.k_type = L.v_type = KvType::kF16;
+  const KvLayout L = kv_layout_for(*cfg, EngineOptions{});  // f16, blocks of 16 by default
   for (size_t i = 0; i < 4; ++i) {
     const auto& r = j["results"][i];
     const int seqs = i % 2 == 0 ? 1 : 3, ctx = i < 2 ? 20 : 40;
