@@ -317,7 +317,7 @@ void register_bench(CLI::App& app, int* rc) {
   dec->add_flag("--skip-nocache", f->skip_nocache, "measure only the paged cache");
   dec->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
   dec->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
-  dec->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*dec, f->n_threads);
   dec->add_option("--repeat", f->repeat, "measured runs per point (tokens/s are their mean)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
@@ -330,7 +330,7 @@ void register_bench(CLI::App& app, int* rc) {
   kb->add_option("--dtypes", kf->dtypes, "weight types")->capture_default_str();
   kb->add_option("--tokens", kf->tokens, "token counts (rows of x)")->capture_default_str();
   kb->add_option("--level", kf->level, "scalar, avx2 or avx512 (default: this CPU's best)");
-  kb->add_option("-t,--threads", kf->n_threads, "threads (default: one per core)");
+  add_threads_option(*kb, kf->n_threads);
   kb->add_option("--min-ms", kf->min_ms, "time per point")->capture_default_str();
   kb->add_flag("!--no-prepack", kf->prepack,
                "lay out q8_0 / q4_0 weights on every call instead of once, as at load");

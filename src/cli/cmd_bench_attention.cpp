@@ -183,7 +183,7 @@ void register_bench_attention(CLI::App* bench, int* rc) {
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
   cmd->add_option("--block-size", f->block_size, "tokens per block")->capture_default_str();
   cmd->add_flag("--ordered", f->ordered, "blocks of a sequence adjacent and in order");
-  cmd->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*cmd, f->n_threads);
   cmd->add_option("--repeat", f->repeat, "timed steps per point (the median is reported)")
       ->capture_default_str();
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");

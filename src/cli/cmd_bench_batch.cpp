@@ -147,7 +147,7 @@ void register_bench_batch(CLI::App* bench, int* rc) {
   cmd->add_option("--steps", f->steps, "timed decode steps")->capture_default_str();
   cmd->add_option("--warmup", f->warmup, "untimed decode steps first")->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
-  cmd->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*cmd, f->n_threads);
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");
   cmd->callback([f, rc] { *rc = run_batch(*f); });
 }

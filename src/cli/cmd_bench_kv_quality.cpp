@@ -195,7 +195,6 @@ int run_kv_quality(const QualityFlags& f) {
   if (f.window < 0) return report(invalid_argument("--window must be positive"));
   if (f.block_size < 0) return report(invalid_argument("--block-size must be positive"));
   if (f.n_ctx < 0) return report(invalid_argument("--ctx must be positive"));
-  if (f.n_threads < 0) return report(invalid_argument("--threads must be positive"));
   auto text = read_text(f.text_path);
   if (!text) return report(text.status());
   auto loaded = load_model_from_flags(f.model);
@@ -446,7 +445,7 @@ void register_bench_kv_quality(CLI::App* bench, int* rc) {
   sub->add_option("--window", f->window, "W of the default policy configs (default: segment/4)");
   sub->add_option("--block-size", f->block_size, "tokens per block for every config");
   sub->add_option("-c,--ctx", f->n_ctx, "context limit (default: the model's)");
-  sub->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*sub, f->n_threads);
   sub->add_flag("--json", f->json, "print one JSON object");
   sub->callback([f, rc] { *rc = run_kv_quality(*f); });
 }

@@ -184,7 +184,7 @@ void register_bench_prefix(CLI::App* bench, int* rc) {
   sub->add_option("--kv-blocks", f->kv_blocks,
                   "KV pool size in blocks (default: two requests' worth)");
   sub->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
-  sub->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*sub, f->n_threads);
   sub->add_flag("--json", f->json, "print one JSON object");
   sub->callback([f, rc] { *rc = run_prefix(*f); });
 }

@@ -483,7 +483,7 @@ void register_bench_serve(CLI::App* bench, int* rc) {
   cmd->add_option("--preemption", f->preemption, "recompute, swap, or both (compared)")
       ->capture_default_str();
   cmd->add_option("--kv-blocks", f->kv_blocks, "KV cache blocks (small values force preemption)");
-  cmd->add_option("-t,--threads", f->n_threads, "threads (default: one per core)");
+  add_threads_option(*cmd, f->n_threads);
   cmd->add_flag("--http", f->http,
                 "drive the real HTTP server on a loopback port with streaming requests "
                 "(default: the engine in-process)");

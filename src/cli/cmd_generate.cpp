@@ -88,6 +88,8 @@ int run(const GenerateFlags& f) {
   req.sampling.repeat_last_n = f.repeat_last_n;
   const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   req.sampling.seed = seed;
+  // Before the prompt is echoed: a bad value is the whole output, not a line after the prompt.
+  if (Status st = req.sampling.validate(); !st.is_ok()) return report(st);
 
   auto gen = Generator::create(m, *eo);
   if (!gen) return report(gen.status());

@@ -27,6 +27,11 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
                  "llama2.c tokenizer.bin (default: tokenizer.bin or tok*.bin beside the model)");
 }
 
+void add_threads_option(CLI::App& app, int& n_threads) {
+  app.add_option("-t,--threads", n_threads, "threads (default: one per core)")
+      ->check(CLI::Range(0, kMaxThreads));
+}
+
 void add_engine_flags(CLI::App& app, EngineFlags& f) {
   app.add_option("--block-size", f.block_size, "tokens per KV block (1-256)")
       ->capture_default_str();
@@ -52,7 +57,7 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
   app.add_option("--kv-recent", f.kv_recent,
                  "h2o: of --kv-keep, newest tokens always kept (default keep/4)");
   app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
-  app.add_option("-t,--threads", f.n_threads, "threads (default: one per core)");
+  add_threads_option(app, f.n_threads);
 }
 
 Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f) {
@@ -99,7 +104,6 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   o.n_threads = f.n_threads;
   o.kv_commit = f.kv_lazy ? KvCommit::kOnWrite : KvCommit::kAtStart;
   if (f.n_ctx < 0) return invalid_argument("--ctx must be positive");
-  if (f.n_threads < 0) return invalid_argument("--threads must be positive");
   if (!f.kv_budget.empty()) {
     KV_ASSIGN_OR_RETURN(o.kv_bytes, parse_byte_size(f.kv_budget));
   }

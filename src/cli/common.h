@@ -69,6 +69,11 @@ void add_bench_model_flags(CLI::App& app, BenchModelFlags& f);
 // -m, else the preset's cached synth model (written on first use).
 Result<std::string> bench_model_path(const BenchModelFlags& f);
 
+// -t,--threads: 0 (one per core) up to kMaxThreads; more is refused by the parser, as creating
+// them would fail (std::system_error) part-way through building a thread pool.
+constexpr int kMaxThreads = 1024;
+void add_threads_option(CLI::App& app, int& n_threads);
+
 // "1,4,16" -> {1, 4, 16}; invalid_argument naming `flag` for anything not a positive integer.
 Result<std::vector<int>> parse_positive_ints(const std::string& text, const char* flag);
 // "a,b,,c" -> {"a", "b", "c"}.

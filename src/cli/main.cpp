@@ -1,5 +1,7 @@
 // kvserve: the command-line entry point. Each subcommand lives in its own cmd_*.cpp.
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
 
 #include "cli/common.h"
 
@@ -18,6 +20,11 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::exception& e) {
+    // Errors are Status values; an exception reaching here is a library's (a thread or an
+    // allocation the system refused): a message and an exit code, not std::terminate's abort.
+    std::fprintf(stderr, "kvserve: error: %s\n", e.what());
+    return 1;
   }
   return rc;
 }

@@ -110,6 +110,7 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
       {"generate -m " + model + " -p hi -n 40 --kv-blocks 1 --ignore-eos --temp 0",
        "KV cache full"},
       {"generate -m " + model + " -p hi --temp -1", "temperature"},
+      {"generate -m " + model + " -p hi -t 100000", "--threads"},
       {"kv-size --layers 2", "--kv-heads"},
       {"synth --preset nope --dtype f16 -o /tmp/x.gguf", "nope"},
   };
@@ -127,6 +128,10 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
     EXPECT_NE(s.rc, 0);
     EXPECT_NE(s.out.find("of memory available"), std::string::npos) << s.out;
   }
+  // A bad sampling value is refused before the prompt is echoed: stdout stays empty.
+  const Proc bad_top_p = run_kvserve("generate -m " + model + " -p hi --top-p 2", false);
+  EXPECT_NE(bad_top_p.rc, 0);
+  EXPECT_EQ(bad_top_p.out, "");
   for (const Case& c : all) {
     Proc p = run_kvserve(c.args);
     EXPECT_NE(p.rc, 0) << c.args;
