@@ -24,6 +24,8 @@ struct GenerateFlags {
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;
   int repeat_last_n = 64;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
   int64_t seed = -1;
   bool no_kv_cache = false;
   bool ignore_eos = false;
@@ -86,6 +88,8 @@ int run(const GenerateFlags& f) {
   req.sampling.min_p = f.min_p;
   req.sampling.repeat_penalty = f.repeat_penalty;
   req.sampling.repeat_last_n = f.repeat_last_n;
+  req.sampling.frequency_penalty = f.frequency_penalty;
+  req.sampling.presence_penalty = f.presence_penalty;
   const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   req.sampling.seed = seed;
   // Before the prompt is echoed: a bad value is the whole output, not a line after the prompt.
@@ -183,6 +187,12 @@ void register_generate(CLI::App& app, int* rc) {
   sub->add_option("--repeat-penalty", f->repeat_penalty, "repetition penalty (1 = off)")
       ->capture_default_str();
   sub->add_option("--repeat-last-n", f->repeat_last_n, "tokens the penalty looks back over")
+      ->capture_default_str();
+  sub->add_option("--frequency-penalty", f->frequency_penalty,
+                  "subtracted from a token's logit per time it was generated (0 = off, [-2, 2])")
+      ->capture_default_str();
+  sub->add_option("--presence-penalty", f->presence_penalty,
+                  "subtracted once a token was generated (0 = off, [-2, 2])")
       ->capture_default_str();
   sub->add_option("-s,--seed", f->seed, "random seed (default: random)");
   sub->add_flag("--no-kv-cache", f->no_kv_cache,

@@ -21,6 +21,10 @@ Status SamplingParams::validate() const {
   if (!(min_p >= 0.0f && min_p <= 1.0f)) return invalid_argument("min_p must be in [0, 1]");
   if (!(repeat_penalty > 0.0f) || !std::isfinite(repeat_penalty))
     return invalid_argument("repetition penalty must be > 0");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    return invalid_argument("frequency penalty must be in [-2, 2]");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    return invalid_argument("presence penalty must be in [-2, 2]");
   return Status::ok();
 }
 
@@ -168,6 +172,12 @@ int32_t argmax(const float* x, int n) {
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
 int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& history) {
+  const int32_t t = pick(logits, n_vocab, history);
+  if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) ++generated_[t];
+  return t;
+}
+
+int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& history) {
   const SamplingParams& p = params_;
   if (p.repeat_penalty != 1.0f && !history.empty()) {
     const size_t n_hist = history.size();
@@ -178,6 +188,10 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
       if (t < 0 || t >= n_vocab) continue;
       logits[t] = logits[t] > 0 ? logits[t] / p.repeat_penalty : logits[t] * p.repeat_penalty;
     }
+  }
+  for (const auto& [t, count] : generated_) {
+    if (t < 0 || t >= n_vocab) continue;
+    logits[t] -= p.frequency_penalty * static_cast<float>(count) + p.presence_penalty;
   }
   if (p.temperature == 0.0f) return argmax(logits, n_vocab);
 

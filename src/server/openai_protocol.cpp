@@ -182,9 +182,8 @@ std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
   KV_API_TRY(get_float(b, "top_p", 0, 1, true, sp.top_p));
   KV_API_TRY(get_float(b, "min_p", 0, 1, false, sp.min_p));
   KV_API_TRY(get_float(b, "repetition_penalty", 0, 10, true, sp.repeat_penalty));
-  float ignored = 0;
-  KV_API_TRY(get_float(b, "presence_penalty", -2, 2, false, ignored));
-  KV_API_TRY(get_float(b, "frequency_penalty", -2, 2, false, ignored));
+  KV_API_TRY(get_float(b, "presence_penalty", -2, 2, false, sp.presence_penalty));
+  KV_API_TRY(get_float(b, "frequency_penalty", -2, 2, false, sp.frequency_penalty));
   v = 0;
   KV_API_TRY(get_int(b, "top_k", -1, 1 << 30, v));
   sp.top_k = v < 0 ? 0 : static_cast<int>(v);

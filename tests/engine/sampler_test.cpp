@@ -106,6 +106,37 @@ TEST(Sampler, RepetitionPenaltyAvoidsRecentTokens) {
   EXPECT_EQ(s.sample(l2.data(), 2, {1, 0}), 0);  // -0.2 vs -0.3
 }
 
+TEST(Sampler, FrequencyAndPresencePenaltiesCountGeneratedTokens) {
+  const std::vector<float> base = {1.0f, 0.5f, 0.1f};
+  auto run = [&](float freq, float pres, int steps) {
+    SamplingParams p;
+    p.frequency_penalty = freq;
+    p.presence_penalty = pres;
+    Sampler s(p);
+    std::vector<int32_t> out;
+    for (int i = 0; i < steps; ++i) {
+      std::vector<float> l = base;
+      out.push_back(s.sample(l.data(), 3, {}));
+    }
+    return out;
+  };
+  // No penalty: greedy repeats token 0.
+  EXPECT_EQ(run(0, 0, 3), (std::vector<int32_t>{0, 0, 0}));
+  // Frequency 0.3 per use: 1.0 -> 0.7 (still first), -> 0.4 (token 1's 0.5 wins), then token 1
+  // at 0.2 against 0.4: token 0 again, now 0.1; then token 1 (0.2).
+  EXPECT_EQ(run(0.3f, 0, 5), (std::vector<int32_t>{0, 0, 1, 0, 1}));
+  // Presence 0.6, once per token: 0 (1.0 -> 0.4), 1 (0.5 -> -0.1), 0 (0.4 stays 0.4).
+  EXPECT_EQ(run(0, 0.6f, 3), (std::vector<int32_t>{0, 1, 0}));
+  // Negative values favour what was generated: token 0 only gains.
+  EXPECT_EQ(run(-1.0f, -1.0f, 3), (std::vector<int32_t>{0, 0, 0}));
+  // The history (prompt) does not count, only what the sampler produced.
+  SamplingParams p;
+  p.presence_penalty = 2.0f;
+  Sampler s(p);
+  std::vector<float> l = base;
+  EXPECT_EQ(s.sample(l.data(), 3, {0, 0, 0}), 0);
+}
+
 TEST(Sampler, ValidateRejectsOutOfRange) {
   SamplingParams p;
   p.temperature = -1;
@@ -118,6 +149,12 @@ TEST(Sampler, ValidateRejectsOutOfRange) {
   EXPECT_FALSE(p.validate().is_ok());
   p = {};
   p.top_k = -3;
+  EXPECT_FALSE(p.validate().is_ok());
+  p = {};
+  p.frequency_penalty = 2.5f;
+  EXPECT_FALSE(p.validate().is_ok());
+  p = {};
+  p.presence_penalty = -2.5f;
   EXPECT_FALSE(p.validate().is_ok());
   EXPECT_TRUE(SamplingParams{}.validate().is_ok());
 }

@@ -272,6 +272,22 @@ TEST_F(ServerTest, Completion) {
   EXPECT_EQ(json::parse(r3->body)["usage"]["prompt_tokens"], 4);
 }
 
+// presence_penalty and frequency_penalty reach the sampler: a story repeats words, so a greedy
+// continuation changes once repeating costs something, and an unpenalised request is unchanged.
+TEST_F(ServerTest, PresenceAndFrequencyPenaltiesApply) {
+  auto text = [&](const json& extra) {
+    json b = greedy("Once upon a time", 48);
+    b.update(extra);
+    auto r = post(*server_, "/v1/completions", b);
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+    return json::parse(r->body)["choices"][0]["text"].get<std::string>();
+  };
+  const std::string plain = text(json::object());
+  EXPECT_EQ(text({{"presence_penalty", 0}, {"frequency_penalty", 0}}), plain);
+  EXPECT_NE(text({{"frequency_penalty", 1.5}}), plain);
+  EXPECT_NE(text({{"presence_penalty", 1.5}}), plain);
+}
+
 // The prefix cache serves full blocks of a repeated prompt (the last block is always
 // recomputed), never across cache salts, and outputs are unchanged by it.
 TEST_F(ServerTest, PrefixCacheCachedTokensAndSaltIsolation) {
