@@ -25,6 +25,10 @@ Status SamplingParams::validate() const {
     return invalid_argument("frequency penalty must be in [-2, 2]");
   if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
     return invalid_argument("presence penalty must be in [-2, 2]");
+  for (const auto& [t, bias] : logit_bias) {
+    if (t < 0 || !(bias >= -100.0f && bias <= 100.0f))
+      return invalid_argument("logit bias entries need a token id >= 0 and a bias in [-100, 100]");
+  }
   return Status::ok();
 }
 
@@ -192,6 +196,9 @@ int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& hi
   for (const auto& [t, count] : generated_) {
     if (t < 0 || t >= n_vocab) continue;
     logits[t] -= p.frequency_penalty * static_cast<float>(count) + p.presence_penalty;
+  }
+  for (const auto& [t, bias] : p.logit_bias) {
+    if (t >= 0 && t < n_vocab) logits[t] += bias;
   }
   if (p.temperature == 0.0f) return argmax(logits, n_vocab);
 

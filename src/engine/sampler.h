@@ -4,7 +4,8 @@
 //
 // Order (as vLLM): the penalties on the raw logits (repetition over the recent history,
 // frequency and presence over the tokens this sampler has produced, as OpenAI defines them:
-// logit -= frequency * count + presence * (count > 0)); greedy argmax if temperature == 0;
+// logit -= frequency * count + presence * (count > 0)), then the logit bias; greedy argmax if
+// temperature == 0;
 // else logits / temperature, softmax, then top-k, top-p and min-p filters, renormalise, draw.
 // Cost: one vectorised pass over the vocabulary; only the tokens a filter can keep are sorted,
 // and with no filter none are (a full sort of 50K logits per token would cost milliseconds).
@@ -12,6 +13,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -28,6 +30,7 @@ struct SamplingParams {
   int repeat_last_n = 64;          // how many recent tokens the penalty looks at (-1 = all)
   float frequency_penalty = 0.0f;  // [-2, 2], 0 = off: per time a token was generated
   float presence_penalty = 0.0f;   // [-2, 2], 0 = off: once a token was generated at all
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token, added to its logit) [-100, 100]
   uint64_t seed = 0;
 
   Status validate() const;  // invalid_argument naming the first out-of-range field

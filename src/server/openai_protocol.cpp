@@ -1,5 +1,6 @@
 #include "server/openai_protocol.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -172,6 +173,52 @@ std::optional<ApiError> parse_stop(const json& b, ParsedRequest& out) {
   return std::nullopt;
 }
 
+// logit_bias: {"token id": bias in [-100, 100]}, added to the logits before sampling.
+std::optional<ApiError> parse_logit_bias(const json& b, const ProtocolContext& ctx,
+                                         SamplingParams& sp) {
+  if (!present(b, "logit_bias")) return std::nullopt;
+  const json& lb = b["logit_bias"];
+  if (!lb.is_object()) return bad("logit_bias must be an object of token id: bias", "logit_bias");
+  if (lb.size() > 1024) return bad("logit_bias has more than 1024 entries", "logit_bias");
+  for (const auto& [key, value] : lb.items()) {
+    int64_t id = -1;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (ec != std::errc() || end != key.data() + key.size() || id < 0 ||
+        id >= ctx.model->config.n_vocab) {
+      return bad("logit_bias key '" + key + "' is not a token id in [0, " +
+                     std::to_string(ctx.model->config.n_vocab) + ")",
+                 "logit_bias");
+    }
+    if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100))
+      return bad("logit_bias values must be numbers in [-100, 100]", "logit_bias");
+    sp.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+  }
+  return std::nullopt;
+}
+
+// Fields that would change what is generated and that kvserve does not implement: refused, as
+// silently ignoring them would answer a different question (JSON mode, tool calls, ...).
+std::optional<ApiError> refuse_unsupported(const json& b, int n) {
+  if (present(b, "response_format")) {
+    const json& rf = b["response_format"];
+    const std::string type = rf.is_object() ? rf.value("type", "") : "";
+    if (type != "text")
+      return bad("response_format " + (type.empty() ? rf.dump() : "'" + type + "'") +
+                     " is not supported (only {\"type\": \"text\"})",
+                 "response_format");
+  }
+  const bool no_tools = present(b, "tool_choice") && b["tool_choice"] == "none";
+  for (const char* key : {"tools", "functions"}) {
+    if (present(b, key) && !(b[key].is_array() && b[key].empty()) && !no_tools)
+      return bad(std::string(key) + " (function calling) are not supported", key);
+  }
+  if (present(b, "suffix") && !(b["suffix"].is_string() && b["suffix"].get<std::string>().empty()))
+    return bad("suffix is not supported", "suffix");
+  if (present(b, "best_of") && !(b["best_of"].is_number_integer() && b["best_of"] == n))
+    return bad("best_of is not supported (other than equal to n)", "best_of");
+  return std::nullopt;
+}
+
 // Fields shared by both endpoints.
 std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
                                      ParsedRequest& out) {
@@ -218,6 +265,8 @@ std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
     out.cache_salt = b["cache_salt"].get<std::string>();
   }
   if (present(b, "model") && !b["model"].is_string()) return bad("model must be a string", "model");
+  KV_API_TRY(parse_logit_bias(b, ctx, sp));
+  KV_API_TRY(refuse_unsupported(b, out.n));
   return std::nullopt;
 }
 

@@ -288,6 +288,32 @@ TEST_F(ServerTest, PresenceAndFrequencyPenaltiesApply) {
   EXPECT_NE(text({{"presence_penalty", 1.5}}), plain);
 }
 
+// logit_bias adds to the logits before sampling: +100 on one token makes greedy pick it every
+// time; tools with tool_choice "none" and response_format text are accepted (nothing to do).
+TEST_F(ServerTest, LogitBiasAndHarmlessOptionalFields) {
+  json b = greedy("Once upon a time", 4);
+  b["logit_bias"] = {{"300", 100}};
+  b["logprobs"] = 0;
+  auto r = post(*server_, "/v1/completions", b);
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+  const json ch = json::parse(r->body)["choices"][0];
+  const json& toks = ch["logprobs"]["tokens"];
+  ASSERT_EQ(toks.size(), 4u);
+  for (const json& t : toks) EXPECT_EQ(t, toks[0]);
+  json plain = greedy("Once upon a time", 4);
+  auto r0 = post(*server_, "/v1/completions", plain);
+  ASSERT_TRUE(r0 && r0->status == 200);
+  EXPECT_NE(json::parse(r0->body)["choices"][0]["text"], ch["text"]);
+  json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+               {"max_tokens", 2},
+               {"response_format", {{"type", "text"}}},
+               {"tools", json::array({{{"type", "function"}}})},
+               {"tool_choice", "none"}};
+  auto rc = post(*server_, "/v1/chat/completions", chat);
+  ASSERT_TRUE(rc);
+  EXPECT_EQ(rc->status, 200) << rc->body;
+}
+
 // The prefix cache serves full blocks of a repeated prompt (the last block is always
 // recomputed), never across cache salts, and outputs are unchanged by it.
 TEST_F(ServerTest, PrefixCacheCachedTokensAndSaltIsolation) {
@@ -519,6 +545,24 @@ TEST_F(ServerTest, BadRequests) {
   expect_error(post(*server_, "/v1/chat/completions",
                     {{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}),
                400, "messages");
+  // Fields that would change the answer and that kvserve does not implement are refused.
+  const json chat_hi = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  for (const auto& [field, value] :
+       std::vector<std::pair<std::string, json>>{{"response_format", {{"type", "json_object"}}},
+                                                 {"tools", json::array({{{"type", "function"}}})},
+                                                 {"functions", json::array({{{"name", "f"}}})}}) {
+    json b = chat_hi;
+    b[field] = value;
+    expect_error(post(*server_, "/v1/chat/completions", b), 400, field);
+  }
+  expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"suffix", "b"}}), 400,
+               "suffix");
+  expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"best_of", 3}}), 400,
+               "best_of");
+  expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"logit_bias", {{"x", 1}}}}),
+               400, "logit_bias");
+  expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"logit_bias", {{"5", 101}}}}),
+               400, "logit_bias");
   expect_error(c.Get("/v1/nothing"), 404);
   // Bodies over the limit (8 MiB) are refused.
   std::string big(9u << 20, 'a');
