@@ -330,6 +330,9 @@ std::optional<ApiError> parse_chat(const json& b, const ProtocolContext& ctx, Pa
     ChatMessage cm;
     cm.role = m["role"].get<std::string>();
     if (cm.role == "developer") cm.role = "system";
+    // Only an assistant turn may leave its content out (OpenAI: one that made tool calls).
+    if (cm.role != "assistant" && (!m.contains("content") || m["content"].is_null()))
+      return bad("a " + cm.role + " message needs content", "messages");
     KV_API_TRY(parse_content(m, cm.content));
     msgs.push_back(std::move(cm));
   }

@@ -555,6 +555,8 @@ TEST_F(ServerTest, BadRequests) {
     b[field] = value;
     expect_error(post(*server_, "/v1/chat/completions", b), 400, field);
   }
+  expect_error(post(*server_, "/v1/chat/completions", {{"messages", {{{"role", "user"}}}}}), 400,
+               "messages");
   expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"suffix", "b"}}), 400,
                "suffix");
   expect_error(post(*server_, "/v1/completions", {{"prompt", "a"}, {"best_of", 3}}), 400,
