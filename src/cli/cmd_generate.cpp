@@ -92,21 +92,26 @@ int run(const GenerateFlags& f) {
   req.sampling.presence_penalty = f.presence_penalty;
   const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   req.sampling.seed = seed;
-  // Before the prompt is echoed: a bad value is the whole output, not a line after the prompt.
-  if (Status st = req.sampling.validate(); !st.is_ok()) return report(st);
 
   auto gen = Generator::create(m, *eo);
   if (!gen) return report(gen.status());
 
-  // Text mode streams the prompt and then each token as it is sampled.
+  // Text mode streams the prompt and then each token as it is sampled. The prompt is echoed
+  // with the first token, once the request has passed every check and its prefill: a request
+  // refused (sampling values, a prompt over the context, no KV memory) prints only its error.
   int32_t prev = -1;
-  if (!f.json && m.tokenizer) {
+  bool echoed = false;
+  const bool text = !f.json && m.tokenizer;
+  auto echo_prompt = [&] {
     for (int32_t t : req.prompt) {
       std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
       prev = t;
     }
-    std::fflush(stdout);
+    echoed = true;
+  };
+  if (text) {
     req.on_token = [&](int32_t t) {
+      if (!echoed) echo_prompt();
       if (!m.is_stop_token(t) || f.ignore_eos)
         std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
       prev = t;
@@ -116,9 +121,10 @@ int run(const GenerateFlags& f) {
   }
   auto res = (*gen)->generate(req);
   if (!res) {
-    if (!f.json) std::fputc('\n', stdout);
+    if (echoed) std::fputc('\n', stdout);
     return report(res.status());
   }
+  if (text && !echoed) echo_prompt();  // nothing generated (-n 0)
   const KvLayout& kv = (*gen)->kv().layout();
   const std::string kv_types =
       kv.k_type == kv.v_type ? kv_type_name(kv.k_type)

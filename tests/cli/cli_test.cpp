@@ -128,10 +128,15 @@ TEST(Cli, ClearErrorsWithNonZeroExit) {
     EXPECT_NE(s.rc, 0);
     EXPECT_NE(s.out.find("of memory available"), std::string::npos) << s.out;
   }
-  // A bad sampling value is refused before the prompt is echoed: stdout stays empty.
+  // A request refused before its first token (a bad sampling value, a prompt over the context)
+  // prints only its error: the prompt is echoed with the first token, so stdout stays empty.
   const Proc bad_top_p = run_kvserve("generate -m " + model + " -p hi --top-p 2", false);
   EXPECT_NE(bad_top_p.rc, 0);
   EXPECT_EQ(bad_top_p.out, "");
+  const Proc over_ctx =
+      run_kvserve("generate -m " + model + " -p 'one two three four five six' --ctx 4", false);
+  EXPECT_NE(over_ctx.rc, 0);
+  EXPECT_EQ(over_ctx.out, "");
   for (const Case& c : all) {
     Proc p = run_kvserve(c.args);
     EXPECT_NE(p.rc, 0) << c.args;
