@@ -18,6 +18,7 @@
 #include "core/thread_pool.h"
 #include "engine/generator.h"
 #include "kernels/attention.h"
+#include "kv/block_table.h"
 #include "kv/kv_storage.h"
 #include "model/synth.h"
 
@@ -67,7 +68,7 @@ Result<AttentionRow> measure(const ModelConfig& cfg, const BenchAttentionFlags& 
   const KvLayout L = kv_layout_for(cfg, eo);
   const int bs = f.block_size;
   std::vector<int> n_blocks(n_seq);
-  for (int s = 0; s < n_seq; ++s) n_blocks[s] = (ctxs[s] + bs - 1) / bs;
+  for (int s = 0; s < n_seq; ++s) n_blocks[s] = blocks_for_tokens(ctxs[s], bs);
   const int total = std::accumulate(n_blocks.begin(), n_blocks.end(), 0);
   KV_ASSIGN_OR_RETURN(auto kv, KvStorage::create(L, total, KvCommit::kAtStart));
   std::vector<BlockId> ids(total);

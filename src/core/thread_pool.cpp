@@ -107,8 +107,7 @@ void ThreadPool::parallel_for_costed(std::span<const int64_t> cost_prefix,
   for (int t = 0; t < n_threads_; ++t) {
     Cursor& cur = cursors_[t];
     // Item i goes to the thread in whose share of the cost its end falls.
-    const int64_t end =
-        t + 1 == n_threads_ ? n : std::max(begin, reach(begin, total * (t + 1) / n_threads_));
+    const int64_t end = t + 1 == n_threads_ ? n : reach(begin, total * (t + 1) / n_threads_);
     const int64_t run_cost = cost_prefix[end] - cost_prefix[begin];
     const int64_t first =
         reach(begin, cost_prefix[begin] + run_cost - run_cost / kTailParts) - begin;
