@@ -2,7 +2,8 @@
 // per step, as a full continuous batch does), for several B. No scheduler, sampler or server:
 // the step time of the engine itself, and the aggregate tokens/s against B = 1. Each sequence
 // first prefills --context random tokens; then --steps decode steps are timed (after --warmup
-// untimed ones), so the contexts grow from --context to --context + warmup + steps.
+// untimed ones), so the contexts grow from --context to --context + warmup + steps. --ops also
+// times each op of the timed steps (engine/op_times.h): where a step's time goes.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "engine/batch.h"
 #include "engine/generator.h"
 #include "engine/model_runner.h"
+#include "engine/op_times.h"
 #include "engine/sampler.h"
 
 namespace kvserve::cli {
@@ -30,12 +32,14 @@ struct BenchBatchFlags {
   std::string kv_type = "f16";
   int n_threads = 0;
   bool json = false;
+  bool ops = false;
 };
 
 struct BatchRow {
   int batch;
   double step_ms;
   double tokens_per_s;
+  OpTimes ops;  // the timed steps' ops (with --ops)
 };
 
 Result<BatchRow> measure_batch(const Model& m, const BenchBatchFlags& f, KvType kv_type, int b) {
@@ -66,7 +70,9 @@ Result<BatchRow> measure_batch(const Model& m, const BenchBatchFlags& f, KvType 
     tokens[s].push_back(argmax(logits.data(), static_cast<int>(n_vocab)));
   }
   double timed_ms = 0;
+  OpTimes ops;
   for (int step = 0; step < f.warmup + f.steps; ++step) {
+    runner.set_op_times(f.ops && step >= f.warmup ? &ops : nullptr);
     Batch batch;
     for (int s = 0; s < b; ++s) {
       const int pos = static_cast<int>(tokens[s].size()) - 1;
@@ -86,7 +92,18 @@ Result<BatchRow> measure_batch(const Model& m, const BenchBatchFlags& f, KvType 
   r.batch = b;
   r.step_ms = timed_ms / f.steps;
   r.tokens_per_s = b * 1000.0 / r.step_ms;
+  r.ops = ops;
   return r;
+}
+
+// Op o's ms per timed step; o == kNumOps: the step's time outside every op.
+double op_ms(const BatchRow& r, int o) {
+  if (r.ops.forwards == 0) return 0;
+  double sum = 0;
+  for (double s : r.ops.seconds) sum += s;
+  const double s =
+      o < kNumOps ? r.ops.seconds[o] : std::max(0.0, r.step_ms / 1000 * r.ops.forwards - sum);
+  return s * 1000 / r.ops.forwards;
 }
 
 int run_batch(const BenchBatchFlags& f) {
@@ -119,6 +136,18 @@ int run_batch(const BenchBatchFlags& f) {
       std::printf("%7d %10.2f %12.1f %10s\n", b, r->step_ms, r->tokens_per_s, "-");
     std::fflush(stdout);
   }
+  if (f.ops) {
+    // ms per step of each op, one column per batch size; "other" is the step's remainder
+    // (each layer's set-up, the embedding lookup).
+    std::printf("\nms per step by op\n%10s", "op");
+    for (const BatchRow& r : rows) std::printf(" %9s", ("B=" + std::to_string(r.batch)).c_str());
+    std::printf("\n");
+    for (int o = 0; o <= kNumOps; ++o) {
+      std::printf("%10s", o < kNumOps ? op_name(static_cast<Op>(o)) : "other");
+      for (const BatchRow& r : rows) std::printf(" %9.3f", op_ms(r, o));
+      std::printf("\n");
+    }
+  }
   if (f.json) {
     nlohmann::json j;
     j["bench"] = "batch";
@@ -126,9 +155,15 @@ int run_batch(const BenchBatchFlags& f) {
     j["model"] = name;
     j["context"] = f.context;
     j["steps"] = f.steps;
-    for (const BatchRow& r : rows)
-      j["results"].push_back(
-          {{"batch", r.batch}, {"step_ms", r.step_ms}, {"tokens_per_s", r.tokens_per_s}});
+    for (const BatchRow& r : rows) {
+      nlohmann::json row = {
+          {"batch", r.batch}, {"step_ms", r.step_ms}, {"tokens_per_s", r.tokens_per_s}};
+      if (f.ops) {
+        for (int o = 0; o <= kNumOps; ++o)
+          row["ops_ms"][o < kNumOps ? op_name(static_cast<Op>(o)) : "other"] = op_ms(r, o);
+      }
+      j["results"].push_back(row);
+    }
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -148,6 +183,7 @@ void register_bench_batch(CLI::App* bench, int* rc) {
   cmd->add_option("--warmup", f->warmup, "untimed decode steps first")->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
   add_threads_option(*cmd, f->n_threads);
+  cmd->add_flag("--ops", f->ops, "also time each op of the forward pass (ms per step)");
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");
   cmd->callback([f, rc] { *rc = run_batch(*f); });
 }

@@ -90,6 +90,7 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
     for (int i = 0; i < s.n_tokens; ++i) pos_.push_back(s.pos0 + i);
   }
   rope_.angles(pos_.data(), n, rope_cos_, rope_sin_);
+  if (op_times_) ++op_times_->forwards;
 
   x_.resize(static_cast<size_t>(n) * d);
   xn_.resize(x_.size());
@@ -105,6 +106,7 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
   }
 
   // Only the rows that need logits go through the final norm and the output projection.
+  OpTimer timer(op_times_, Op::kLmHead);
   const int n_out = batch.n_outputs();
   out_rows_.resize(static_cast<size_t>(n_out) * d);
   int row = 0, out = 0;
@@ -135,13 +137,20 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
   att_.resize(q_.size());
 
   in_.reset(w.wq.type, xn_.data(), n, d);
-  rmsnorm_rows(x_.data(), l > 0 ? proj_.data() : nullptr, w.attn_norm, xn_.data(), n, d,
-               cfg_.rms_eps, in_, pool_);
-  const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-  kernels::matmul_jobs(qkv, in_, pool_);
-  add_bias(q_.data(), w.bq, n, q_dim);
-  add_bias(k_.data(), w.bk, n, kv_dim);
-  add_bias(v_.data(), w.bv, n, kv_dim);
+  {
+    OpTimer timer(op_times_, Op::kNorm);
+    rmsnorm_rows(x_.data(), l > 0 ? proj_.data() : nullptr, w.attn_norm, xn_.data(), n, d,
+                 cfg_.rms_eps, in_, pool_);
+  }
+  {
+    OpTimer timer(op_times_, Op::kQkv);
+    const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+    kernels::matmul_jobs(qkv, in_, pool_);
+    add_bias(q_.data(), w.bq, n, q_dim);
+    add_bias(k_.data(), w.bk, n, kv_dim);
+    add_bias(v_.data(), w.bv, n, kv_dim);
+  }
+  OpTimer rope_timer(op_times_, Op::kRope);
 
   if (!k_smooth_.q_mul.empty()) {
     // int8 K smoothing (engine/k_smoothing.h): Q * s here; K is centred and divided by s after
@@ -209,10 +218,15 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
     hadamard_rows(q_.data(), n * cfg_.n_head, hd);
     if (window_.sink > 0) hadamard_rows(q_sink_.data(), n * cfg_.n_head, hd);
   }
+  rope_timer.stop();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   kernels::AttentionWindow win{window_.window, window_.sink};
-  kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, seqs, kv_, l,
-                           cfg_.n_head, scale, win, att_.data(), pool_);
+  {
+    OpTimer timer(op_times_, Op::kAttention);
+    kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, seqs, kv_, l,
+                             cfg_.n_head, scale, win, att_.data(), pool_);
+  }
+  OpTimer timer(op_times_, Op::kOutProj);
   kernels::matmul(w.wo, att_.data(), n, proj_.data(), pool_);
 }
 
@@ -222,16 +236,26 @@ void ModelRunner::ffn_block(int l, int n) {
   gate_.resize(static_cast<size_t>(n) * ff);
   up_.resize(gate_.size());
   in_.reset(w.w_gate.type, xn_.data(), n, d);
-  rmsnorm_rows(x_.data(), proj_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, in_, pool_);
-  const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
-  kernels::matmul_jobs(gate_up, in_, pool_);
-  // SwiGLU row by row, each row then prepared for the down projection.
-  in_.reset(w.w_down.type, gate_.data(), n, ff);
-  for_rows(pool_, n, ff, [&](int r) {
-    float* g = gate_.data() + static_cast<size_t>(r) * ff;
-    kernels::swiglu(g, up_.data() + static_cast<size_t>(r) * ff, g, ff);
-    in_.prepare_row(r);
-  });
+  {
+    OpTimer timer(op_times_, Op::kNorm);
+    rmsnorm_rows(x_.data(), proj_.data(), w.ffn_norm, xn_.data(), n, d, cfg_.rms_eps, in_, pool_);
+  }
+  {
+    OpTimer timer(op_times_, Op::kGateUp);
+    const kernels::MatmulJob gate_up[] = {{&w.w_gate, gate_.data()}, {&w.w_up, up_.data()}};
+    kernels::matmul_jobs(gate_up, in_, pool_);
+  }
+  {
+    // SwiGLU row by row, each row then prepared for the down projection.
+    OpTimer timer(op_times_, Op::kSwiGlu);
+    in_.reset(w.w_down.type, gate_.data(), n, ff);
+    for_rows(pool_, n, ff, [&](int r) {
+      float* g = gate_.data() + static_cast<size_t>(r) * ff;
+      kernels::swiglu(g, up_.data() + static_cast<size_t>(r) * ff, g, ff);
+      in_.prepare_row(r);
+    });
+  }
+  OpTimer timer(op_times_, Op::kDown);
   const kernels::MatmulJob down{&w.w_down, proj_.data()};
   kernels::matmul_jobs({&down, 1}, in_, pool_);
 }

@@ -9,6 +9,7 @@
 #include "core/thread_pool.h"
 #include "engine/batch.h"
 #include "engine/k_smoothing.h"
+#include "engine/op_times.h"
 #include "kernels/ops.h"
 #include "kernels/rope.h"
 #include "kv/kv_policy.h"
@@ -33,6 +34,8 @@ class ModelRunner {
   void set_k_observer(std::function<void(int layer, const float* k, int rows)> f) {
     k_observer_ = std::move(f);
   }
+  // Times every op of each forward into *t from now on (engine/op_times.h); nullptr: off.
+  void set_op_times(OpTimes* t) { op_times_ = t; }
 
  private:
   void attention_block(int layer, const Batch& batch);
@@ -48,6 +51,7 @@ class ModelRunner {
   // int8 K: offsets and channel factors (engine/k_smoothing.h); empty otherwise.
   KSmoothing k_smooth_;
   std::function<void(int, const float*, int)> k_observer_;
+  OpTimes* op_times_ = nullptr;
 
   // Activations, resized per batch; n = batch rows.
   std::vector<int> pos_;                    // [n]
