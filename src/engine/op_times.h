@@ -12,7 +12,7 @@ namespace kvserve {
 enum class Op : int {
   kNorm,       // the RMS norms (and the residual adds they carry)
   kQkv,        // the Q, K, V projections (and their biases)
-  kRope,       // RoPE, and the new K/V rows written to the cache
+  kRope,       // RoPE (and K smoothing), the new K/V rows written, the layer's batch set-up
   kAttention,  // attention over the paged cache
   kOutProj,    // the attention output projection
   kGateUp,     // the FFN gate and up projections
