@@ -96,6 +96,11 @@ Result<BatchRow> measure_batch(const Model& m, const BenchBatchFlags& f, KvType 
   return r;
 }
 
+// Column o of the op table: an op's name, or "other" for o == kNumOps (see op_ms).
+const char* op_label(int o) {
+  return o < kNumOps ? op_name(static_cast<Op>(o)) : "other";
+}
+
 // Op o's ms per timed step; o == kNumOps: the step's time outside every op.
 double op_ms(const BatchRow& r, int o) {
   if (r.ops.forwards == 0) return 0;
@@ -143,7 +148,7 @@ int run_batch(const BenchBatchFlags& f) {
     for (const BatchRow& r : rows) std::printf(" %9s", ("B=" + std::to_string(r.batch)).c_str());
     std::printf("\n");
     for (int o = 0; o <= kNumOps; ++o) {
-      std::printf("%10s", o < kNumOps ? op_name(static_cast<Op>(o)) : "other");
+      std::printf("%10s", op_label(o));
       for (const BatchRow& r : rows) std::printf(" %9.3f", op_ms(r, o));
       std::printf("\n");
     }
@@ -159,8 +164,7 @@ int run_batch(const BenchBatchFlags& f) {
       nlohmann::json row = {
           {"batch", r.batch}, {"step_ms", r.step_ms}, {"tokens_per_s", r.tokens_per_s}};
       if (f.ops) {
-        for (int o = 0; o <= kNumOps; ++o)
-          row["ops_ms"][o < kNumOps ? op_name(static_cast<Op>(o)) : "other"] = op_ms(r, o);
+        for (int o = 0; o <= kNumOps; ++o) row["ops_ms"][op_label(o)] = op_ms(r, o);
       }
       j["results"].push_back(row);
     }
