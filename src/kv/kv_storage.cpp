@@ -116,12 +116,10 @@ KvStorage::~KvStorage() {
 uint8_t* KvStorage::tile(int layer, int kv, BlockId block, int head) {
   KV_ASSERT(layer >= 0 && layer < layout_.n_layer && block >= 0 && block < n_blocks_);
   const size_t kt = layout_.k_tile_bytes(), vt = layout_.v_tile_bytes();
-  const size_t per_kv_block = static_cast<size_t>(layout_.n_head_kv);
-  const size_t layer_bytes = static_cast<size_t>(n_blocks_) * per_kv_block * (kt + vt);
-  const size_t t = kv == 0 ? kt : vt;
-  const size_t off = static_cast<size_t>(layer) * layer_bytes +
-                     (kv == 0 ? 0 : static_cast<size_t>(n_blocks_) * per_kv_block * kt) +
-                     (static_cast<size_t>(block) * per_kv_block + head) * t;
+  const size_t heads = static_cast<size_t>(layout_.n_head_kv);
+  const size_t block_bytes = heads * (kt + vt);  // one layer of one block: K tiles, V tiles
+  const size_t off = (static_cast<size_t>(layer) * n_blocks_ + block) * block_bytes +
+                     (kv == 0 ? head * kt : heads * kt + head * vt);
   return base_ + off;
 }
 

@@ -1,7 +1,9 @@
 // KvStorage: owns the K and V memory of every layer, laid out by block.
-// Per layer, K and V are each [n_blocks][n_head_kv] tiles, a tile being one kv head of one block:
-// [block_size] rows of head_dim elements of k_type / v_type (row formats and headers in
-// kv/kv_type.h), a contiguous run of memory for the attention kernel. The memory is an
+// Per layer and block, the block's K tiles of every kv head, then its V tiles, a tile being one kv
+// head of one block: [block_size] rows of head_dim elements of k_type / v_type (row formats and
+// headers in kv/kv_type.h), a contiguous run of memory for the attention kernel. A block's K and
+// V of one layer are thus one contiguous region, which the attention kernel reads head after
+// head (long runs are what the hardware prefetcher follows). The memory is an
 // anonymous mapping (transparent huge pages advised), made resident at creation or as blocks are
 // first written (KvCommit). q4 K adds f16 staging rows for
 // blocks that are not full yet (see write_token); bytes_total() counts the tiles only, as the
@@ -128,8 +130,7 @@ class KvStorage {
 
   KvLayout layout_;
   int n_blocks_;
-  uint8_t*
-      base_;  // [n_layer] x ([n_blocks][n_head_kv] K tiles, then [n_blocks][n_head_kv] V tiles)
+  uint8_t* base_;  // [n_layer][n_blocks] x ([n_head_kv] K tiles, then [n_head_kv] V tiles)
   size_t bytes_;
   // q4 K staging: stage_ is [n_blocks][n_layer][n_head_kv][block_size][head_dim] f16 of reserved
   // address space, slots reused last-in-first-out so only the slots ever live at once get

@@ -93,8 +93,11 @@ TEST_P(AttentionPaged, MatchesContiguousReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionPaged,
-                         ::testing::Values(Case{1, 4, 4, 8, 9, 3},       // MHA, block size 1
-                                           Case{16, 8, 2, 16, 37, 5},    // GQA 4:1
+                         ::testing::Values(Case{1, 4, 4, 8, 9, 3},     // MHA, block size 1
+                                           Case{16, 8, 2, 16, 37, 5},  // GQA 4:1
+                                           // GQA, enough queries for tasks of all kv heads
+                                           // (decode alone: one task per kv head)
+                                           Case{16, 9, 3, 16, 45, 12},
                                            Case{16, 6, 1, 8, 16, 16},    // MQA, exactly one block
                                            Case{256, 4, 2, 64, 300, 7},  // big blocks
                                            Case{3, 2, 2, 4, 10, 1}));    // odd block size, decode
@@ -291,7 +294,7 @@ TEST(AttentionPaged, QuantizedCacheEqualsDequantizedReference) {
   struct Shape {
     int block_size, n_head, n_kv, hd, n_ctx, n_q;
   };
-  for (const Shape& c : {Shape{4, 6, 2, 16, 23, 5}, Shape{16, 9, 3, 64, 300, 3},
+  for (const Shape& c : {Shape{4, 6, 2, 16, 23, 5}, Shape{16, 9, 3, 64, 300, 9},
                          Shape{16, 8, 4, 8, 37, 4}, Shape{32, 4, 1, 128, 70, 1}}) {
     for (KvType kt : kKvTypes) {
       for (KvType vt : kKvTypes) {
