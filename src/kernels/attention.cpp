@@ -12,8 +12,8 @@ namespace {
 
 // Contexts are cut into partitions of this many positions; each (query, partition) is one task,
 // all kv heads together (or, with few queries, one task per kv head, so every thread has work),
-// and partitions are merged in order afterwards. The cut depends only on the
-// context length, never on the thread count, so results are the same however the work is spread.
+// and partitions are merged in order afterwards. The cut depends only on the context length,
+// never on the thread count, so results are the same however the work is spread.
 constexpr int kPartition = 256;
 
 struct Task {
@@ -106,7 +106,7 @@ void add_runs(std::vector<Run>& runs, const KvStorage& kv, int layer, const Atte
 // kv head.
 constexpr int kTaskCost = 8;
 // Fewer queries than this per thread: one task per kv head (see attention_paged).
-constexpr int kMinTasksPerThread = 4;
+constexpr int kMinQueriesPerThread = 4;
 
 thread_local std::vector<float> t_scores;  // [n_head][kPartition]
 thread_local std::vector<int64_t> t_cost;  // [n_tasks + 1] summed task costs
@@ -177,11 +177,11 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
   const KvLayout& L = kv.layout();
   const int hd = L.head_dim, n_gqa = n_head / L.n_head_kv;
   // Tasks of all kv heads read a block's tiles in one sweep; with fewer queries than
-  // kMinTasksPerThread per thread, one task per kv head instead keeps the threads busy (a lone
+  // kMinQueriesPerThread per thread, one task per kv head instead keeps the threads busy (a lone
   // decode). Each head's arithmetic is the same either way.
   int n_queries = 0;
   for (const AttentionSeq& s : seqs) n_queries += s.n_q;
-  const int group = n_queries >= kMinTasksPerThread * pool.n_threads() ? L.n_head_kv : 1;
+  const int group = n_queries >= kMinQueriesPerThread * pool.n_threads() ? L.n_head_kv : 1;
   std::vector<Task> tasks;
   bool want_scores = false;
   for (int s = 0; s < static_cast<int>(seqs.size()); ++s) {

@@ -113,14 +113,19 @@ KvStorage::~KvStorage() {
   if (stage_) munmap(stage_, stage_bytes_);
 }
 
-uint8_t* KvStorage::tile(int layer, int kv, BlockId block, int head) {
+size_t KvStorage::region_bytes() const {
+  return static_cast<size_t>(layout_.n_head_kv) * (layout_.k_tile_bytes() + layout_.v_tile_bytes());
+}
+
+uint8_t* KvStorage::region(int layer, BlockId block) {
   KV_ASSERT(layer >= 0 && layer < layout_.n_layer && block >= 0 && block < n_blocks_);
+  return base_ + (static_cast<size_t>(layer) * n_blocks_ + block) * region_bytes();
+}
+
+uint8_t* KvStorage::tile(int layer, int kv, BlockId block, int head) {
   const size_t kt = layout_.k_tile_bytes(), vt = layout_.v_tile_bytes();
   const size_t heads = static_cast<size_t>(layout_.n_head_kv);
-  const size_t block_bytes = heads * (kt + vt);  // one layer of one block: K tiles, V tiles
-  const size_t off = (static_cast<size_t>(layer) * n_blocks_ + block) * block_bytes +
-                     (kv == 0 ? head * kt : heads * kt + head * vt);
-  return base_ + off;
+  return region(layer, block) + (kv == 0 ? head * kt : heads * kt + head * vt);
 }
 
 uint16_t* KvStorage::stage_rows(int32_t stage, int layer, int head) {
@@ -206,11 +211,8 @@ void KvStorage::write_token(int layer, BlockId block, int slot, const float* k, 
 }
 
 void KvStorage::copy_block(BlockId src, BlockId dst) {
-  const size_t kb = layout_.k_tile_bytes() * layout_.n_head_kv;
-  const size_t vb = layout_.v_tile_bytes() * layout_.n_head_kv;
   for (int l = 0; l < layout_.n_layer; ++l) {
-    std::memcpy(k_tile(l, dst, 0), k_tile(l, src, 0), kb);
-    std::memcpy(v_tile(l, dst, 0), v_tile(l, src, 0), vb);
+    std::memcpy(region(l, dst), region(l, src), region_bytes());
   }
   if (!stage_) return;
   release_stage(dst);
@@ -253,22 +255,16 @@ void KvStorage::copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot)
 
 void KvStorage::export_block(BlockId block, uint8_t* dst) const {
   KV_ASSERT(layout_.k_type != KvType::kQ4);
-  const size_t kb = layout_.k_tile_bytes() * layout_.n_head_kv;
-  const size_t vb = layout_.v_tile_bytes() * layout_.n_head_kv;
   for (int l = 0; l < layout_.n_layer; ++l) {
-    dst = std::copy_n(k_tile(l, block, 0), kb, dst);
-    dst = std::copy_n(v_tile(l, block, 0), vb, dst);
+    const uint8_t* r = const_cast<KvStorage*>(this)->region(l, block);
+    dst = std::copy_n(r, region_bytes(), dst);
   }
 }
 
 void KvStorage::import_block(const uint8_t* src, BlockId block) {
   KV_ASSERT(layout_.k_type != KvType::kQ4);
-  const size_t kb = layout_.k_tile_bytes() * layout_.n_head_kv;
-  const size_t vb = layout_.v_tile_bytes() * layout_.n_head_kv;
-  for (int l = 0; l < layout_.n_layer; ++l) {
-    std::memcpy(k_tile(l, block, 0), src, kb);
-    std::memcpy(v_tile(l, block, 0), src + kb, vb);
-    src += kb + vb;
+  for (int l = 0; l < layout_.n_layer; ++l, src += region_bytes()) {
+    std::memcpy(region(l, block), src, region_bytes());
   }
 }
 

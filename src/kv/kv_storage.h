@@ -122,6 +122,9 @@ class KvStorage {
  private:
   KvStorage(const KvLayout& layout, int n_blocks, void* base, size_t bytes, void* stage,
             size_t stage_bytes);
+  // One layer of one block: its K tiles of every kv head, then its V tiles (region_bytes()).
+  uint8_t* region(int layer, BlockId block);
+  size_t region_bytes() const;
   uint8_t* tile(int layer, int kv, BlockId block, int head);
   // f16 staging rows [block_size][head_dim] of (slot, layer, head).
   uint16_t* stage_rows(int32_t stage, int layer, int head);
