@@ -1,5 +1,7 @@
 #include "core/utf8.h"
 
+#include <algorithm>
+
 namespace kvserve {
 
 size_t utf8_lead_len(uint8_t lead) {
@@ -8,6 +10,16 @@ size_t utf8_lead_len(uint8_t lead) {
   if ((lead & 0xF0) == 0xE0) return 3;
   if ((lead & 0xF8) == 0xF0) return 4;
   return 1;
+}
+
+size_t utf8_incomplete_tail(std::string_view s) {
+  for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {
+    const auto c = static_cast<uint8_t>(s[s.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
+    const size_t len = utf8_lead_len(c);
+    return len > back ? back : 0;
+  }
+  return 0;
 }
 
 Utf8Char utf8_next(std::string_view s, size_t pos) {

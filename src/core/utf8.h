@@ -30,6 +30,10 @@ void utf8_append(std::string& out, uint32_t cp);
 // True when s is entirely well-formed UTF-8.
 bool utf8_valid(std::string_view s);
 
+// Bytes at the end of s that begin a character whose remaining bytes have not arrived yet (0 to
+// 3): what a stream must hold back so that no character is split across two messages.
+size_t utf8_incomplete_tail(std::string_view s);
+
 }  // namespace kvserve
 
 namespace kvserve {

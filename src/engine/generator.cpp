@@ -1,259 +1,166 @@
 #include "engine/generator.h"
 
-#include <algorithm>
 #include <chrono>
-
-#include "core/assert.h"
-
-#include "prefix/model_fingerprint.h"
-#include "prefix/prefix_cache.h"
 
 namespace kvserve {
 
 namespace {
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
 }
+
+// Folds one sequence's events into its result.
+struct ResultFolder {
+  GenerateResult res;
+  Clock::time_point t0 = Clock::now(), t_first{};
+  std::string error;  // set when the sequence failed
+  bool done = false;
+
+  void fold(SeqEvent& e) {
+    const auto now = Clock::now();
+    if (res.tokens.empty() && !e.tokens.empty()) {
+      t_first = now;
+      res.prefill_ms = ms_between(t0, now);
+    }
+    res.tokens.insert(res.tokens.end(), e.tokens.begin(), e.tokens.end());
+    res.text += e.text;
+    for (auto& l : e.logits) res.logits.push_back(std::move(l));
+    if (!e.finished) return;
+    done = true;
+    res.finish_reason = e.finish_reason;
+    if (e.finish_reason == "error") error = e.error.empty() ? "generation failed" : e.error;
+    res.n_cached_tokens = e.n_cached_tokens;
+    if (!res.tokens.empty()) {
+      res.decode_ms = ms_between(t_first, now);
+      res.n_decode_steps = static_cast<int>(res.tokens.size()) - 1;
+    }
+  }
+};
 
 }  // namespace
 
-KvLayout kv_layout_for(const ModelConfig& cfg, const EngineOptions& opts) {
-  KvLayout l;
-  l.n_layer = cfg.n_layer;
-  l.n_head_kv = cfg.n_head_kv;
-  l.head_dim = cfg.head_dim;
-  l.block_size = opts.block_size;
-  l.k_type = opts.kv_type_k;
-  l.v_type = opts.kv_type_v;
-  return l;
-}
-
-Result<int> kv_blocks_for(const KvLayout& layout, const EngineOptions& opts, int n_ctx,
-                          int max_seqs) {
-  if (layout.block_size < 1 || layout.block_size > 256) {
-    return invalid_argument("--block-size must be in [1, 256], got " +
-                            std::to_string(layout.block_size));
-  }
-  if (opts.kv_blocks > 0) return opts.kv_blocks;
-  if (opts.kv_blocks < 0) return invalid_argument("--kv-blocks must be positive");
-  if (opts.kv_bytes > 0) {
-    const size_t n = opts.kv_bytes / layout.bytes_per_block();
-    if (n < 1) {
-      return invalid_argument("KV budget " + format_bytes(static_cast<double>(opts.kv_bytes)) +
-                              " is smaller than one block (" +
-                              format_bytes(static_cast<double>(layout.bytes_per_block())) + ")");
-    }
-    if (n > (1u << 30)) return invalid_argument("KV budget too large");
-    return static_cast<int>(n);
-  }
-  if (kv_policy_bounded(opts.kv_policy)) {
-    // A bounded sequence never holds more than this, whatever its length.
-    const int per_seq =
-        kv_policy_seq_blocks(opts.kv_policy, layout.block_size, opts.prefill_chunk, n_ctx);
-    return per_seq * std::max(1, max_seqs);
-  }
-  return blocks_for_tokens(n_ctx, layout.block_size);
-}
-
-KvPolicy effective_kv_policy(const ModelConfig& cfg, const EngineOptions& opts) {
-  if (std::holds_alternative<FullKv>(opts.kv_policy) && cfg.sliding_window > 0) {
-    return WindowKv{cfg.sliding_window, 0};  // the model's own (Mistral-style) window
-  }
-  return opts.kv_policy;
-}
-
-Result<std::unique_ptr<KvCacheManager>> make_kv_cache(const Model& model, const EngineOptions& opts,
-                                                      int n_ctx, int max_seqs) {
-  EngineOptions o = opts;
-  o.kv_policy = effective_kv_policy(model.config, opts);
-  const KvLayout layout = kv_layout_for(model.config, o);
-  KV_ASSIGN_OR_RETURN(int n_blocks, kv_blocks_for(layout, o, n_ctx, max_seqs));
-  std::unique_ptr<PrefixCache> prefix;
-  const std::string fp_policy = kv_policy_bounded(o.kv_policy) ? kv_policy_name(o.kv_policy) : "";
-  if (opts.prefix_cache) {
-    prefix = std::make_unique<HashPrefixCache>(o.hash,
-                                               model_fingerprint(model, layout, o.hash, fp_policy));
-  } else {
-    prefix = std::make_unique<NoPrefixCache>();
-  }
-  return KvCacheManager::create(layout, n_blocks, std::move(prefix), o.kv_policy, o.kv_commit);
-}
-
 Result<std::unique_ptr<Generator>> Generator::create(const Model& model,
                                                      const EngineOptions& opts) {
-  const int n_ctx = opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train;
-  if (n_ctx < 1) return invalid_argument("context size must be positive");
   if (opts.prefill_chunk < 1) return invalid_argument("prefill chunk must be positive");
-  KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(model, opts, n_ctx));
-  return std::unique_ptr<Generator>(new Generator(model, opts, std::move(kv)));
+  EngineCoreOptions co;
+  co.engine = opts;
+  co.sched.max_batch_tokens = opts.prefill_chunk;
+  co.sched.max_seqs = 4096;  // every sequence of a call runs at once
+  co.sched.watermark = 0;    // nobody else will need headroom
+  co.sched.preemption = PreemptionMode::kNone;
+  co.kv_seqs = 1;
+  // Bounded memory lets a sequence run past the trained context unless --ctx caps it. The
+  // policy in effect is opts' or the model's own window.
+  if (kv_policy_bounded(effective_kv_policy(model.config, opts)) && opts.n_ctx <= 0) {
+    co.max_len = EngineCoreOptions::kUnbounded;
+  }
+  KV_ASSIGN_OR_RETURN(auto core, EngineCore::create(model, co));
+  return std::unique_ptr<Generator>(new Generator(std::move(core)));
 }
 
-Generator::Generator(const Model& model, const EngineOptions& opts,
-                     std::unique_ptr<KvCacheManager> kv)
-    : model_(model),
-      opts_(opts),
-      n_ctx_(opts.n_ctx > 0 ? opts.n_ctx : model.config.n_ctx_train),
-      // Bounded memory lets a sequence run past the trained context unless --ctx caps it. The
-      // cache holds the policy in effect (opts' or the model's own window).
-      max_len_(kv_policy_bounded(kv->policy()) && opts.n_ctx <= 0 ? kUnboundedLength : n_ctx_),
-      pool_(opts.n_threads),
-      kv_(std::move(kv)),
-      runner_(model, kv_->storage(), pool_, kv_->policy()) {}
-
-Status Generator::prefill(SeqId seq, const std::vector<int32_t>& tokens, int pos0,
-                          std::vector<float>& logits, bool cacheable) {
-  const int n = static_cast<int>(tokens.size()) - pos0;
-  KV_ASSERT(kv_->n_positions(seq) == pos0);
-  // Without a bounding policy every block is reserved up front, so running out of memory fails
-  // before any compute; a bounded sequence reserves chunk by chunk and frees behind itself.
-  const KvPolicy& policy = kv_->policy();
-  if (!kv_policy_bounded(policy)) KV_RETURN_IF_ERROR(kv_->reserve(seq, pos0 + n));
-  const int max_chunk = kv_policy_chunk(policy, kv_->block_size(), opts_.prefill_chunk);
-  for (int done = 0; done < n;) {
-    const int chunk = std::min(max_chunk, n - done);
-    const int slot0 = kv_->table(seq).n_tokens;
-    KV_RETURN_IF_ERROR(kv_->reserve(seq, slot0 + chunk));
-    Batch batch;
-    batch.add(&kv_->table(seq), pos0 + done, tokens.data() + pos0 + done, chunk, false, slot0,
-              kv_->attention_scores(seq));
-    runner_.forward(batch, logits);
-    done += chunk;
-    if (cacheable) {
-      kv_->commit(seq, std::span<const int32_t>(tokens.data(), pos0 + done));
-    } else {
-      kv_->commit(seq, pos0 + done);
-    }
-    KV_RETURN_IF_ERROR(kv_->enforce_policy(seq));
+std::shared_ptr<Request> Generator::make_request(const GenerateRequest& req,
+                                                 const std::vector<uint64_t>& seeds) const {
+  auto r = std::make_shared<Request>();
+  r->cache_salt = req.cache_salt;
+  r->recompute = !req.use_kv_cache;
+  r->use_prefix_cache = req.use_kv_cache;
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    SeqSpec s;
+    s.prompt = req.prompt;
+    s.max_tokens = req.n_predict;
+    s.sampling = req.sampling;
+    s.sampling.seed = seeds[i];
+    s.ignore_eos = req.ignore_eos;
+    s.stop = req.stop;
+    s.keep_logits = req.keep_logits;
+    s.index = static_cast<int>(i);
+    r->seqs.push_back(std::move(s));
   }
-  return Status::ok();
+  return r;
 }
 
-Status Generator::validate(const GenerateRequest& req) const {
-  const int n_vocab = model_.config.n_vocab;
-  if (req.prompt.empty()) return invalid_argument("the prompt is empty");
-  for (int32_t t : req.prompt) {
-    if (t < 0 || t >= n_vocab) {
-      return invalid_argument("token id " + std::to_string(t) + " is out of range [0, " +
-                              std::to_string(n_vocab) + ")");
+Status Generator::run(const std::shared_ptr<Request>& r,
+                      const std::function<void(SeqEvent&)>& on_event) {
+  core_->kv().reset_peak();
+  r->arrival = Clock::now();
+  core_->add(r);
+  size_t n_open = r->seqs.size();
+  // The core always makes progress for a lone caller (no preemption, no static batches); a run
+  // of idle steps means a bug, reported instead of spinning forever.
+  int n_idle = 0;
+  while (true) {
+    for (SeqEvent& e : r->channel->wait(std::chrono::milliseconds(0))) {
+      if (e.finished) --n_open;
+      on_event(e);
+    }
+    if (n_open == 0) return Status::ok();
+    n_idle = core_->step() ? 0 : n_idle + 1;
+    if (n_idle > 1000) {
+      core_->finish_all("cancelled");
+      return Status(StatusCode::kInternal, "the engine made no progress");
     }
   }
-  if (static_cast<int>(req.prompt.size()) > max_len_) {
-    return invalid_argument("the prompt has " + std::to_string(req.prompt.size()) +
-                            " tokens, more than the context of " + std::to_string(max_len_));
-  }
+}
+
+Result<std::vector<GenerateResult>> Generator::generate_all(const GenerateRequest& req,
+                                                            const std::vector<uint64_t>& seeds) {
   if (req.n_predict < 0) return invalid_argument("the number of tokens to generate must be >= 0");
-  return req.sampling.validate();
-}
-
-Status Generator::start(SeqId seq, const GenerateRequest& req, std::vector<float>& logits,
-                        GenerateResult& res) {
-  auto t0 = std::chrono::steady_clock::now();
-  if (req.use_kv_cache) {
-    KV_ASSIGN_OR_RETURN(res.n_cached_tokens,
-                        kv_->add_sequence_from_prefix(seq, req.prompt, req.cache_salt));
-  } else {
-    KV_RETURN_IF_ERROR(kv_->add_sequence(seq));
-  }
-  Status st = prefill(seq, req.prompt, res.n_cached_tokens, logits, req.use_kv_cache);
-  if (!st.is_ok()) {
-    kv_->free_sequence(seq);
-    return st;
-  }
-  res.prefill_ms = ms_since(t0);
-  return Status::ok();
-}
-
-Status Generator::decode(SeqId seq, const GenerateRequest& req, Sampler& sampler,
-                         std::vector<int32_t> seq_tokens, std::vector<float> logits,
-                         GenerateResult& res) {
-  const int n_vocab = model_.config.n_vocab;
-  auto t1 = std::chrono::steady_clock::now();
-  while (static_cast<int>(res.tokens.size()) < req.n_predict) {
-    if (req.keep_logits) res.logits.push_back(logits);
-    const int32_t next = sampler.sample(logits.data(), n_vocab, seq_tokens);
-    res.tokens.push_back(next);
-    seq_tokens.push_back(next);
-    if (req.on_token && !req.on_token(next)) {
-      res.finish_reason = "cancelled";
-      break;
+  auto r = make_request(req, seeds);
+  for (const SeqSpec& s : r->seqs) KV_RETURN_IF_ERROR(core_->validate(s));
+  std::vector<ResultFolder> folders(seeds.size());
+  KV_RETURN_IF_ERROR(run(r, [&](SeqEvent& e) {
+    ResultFolder& f = folders[e.index];
+    f.fold(e);
+    // The callback may stop the sequence: the engine finishes it on its next step.
+    if (req.on_token && !f.done) {
+      for (int32_t t : e.tokens) {
+        if (!req.on_token(t)) r->channel->cancel();
+      }
     }
-    if (model_.is_stop_token(next) && !req.ignore_eos) {
-      res.finish_reason = "stop";
-      break;
-    }
-    if (static_cast<int>(res.tokens.size()) == req.n_predict) break;
-    if (static_cast<int>(seq_tokens.size()) >= max_len_) break;  // context full: "length"
-
-    if (req.use_kv_cache) {
-      KV_RETURN_IF_ERROR(prefill(seq, seq_tokens, static_cast<int>(seq_tokens.size()) - 1, logits));
-    } else {
-      // Recompute the whole sequence from position 0 into a fresh table.
-      const SeqId tmp = next_seq_++;
-      KV_RETURN_IF_ERROR(kv_->add_sequence(tmp));
-      SeqGuard tmp_guard(*kv_, tmp);
-      KV_RETURN_IF_ERROR(prefill(tmp, seq_tokens, 0, logits, false));
-    }
-    ++res.n_decode_steps;
+  }));
+  std::vector<GenerateResult> out;
+  for (ResultFolder& f : folders) {
+    if (!f.error.empty()) return out_of_memory(f.error);
+    f.res.blocks_used_peak = core_->kv().n_blocks_used_peak();
+    out.push_back(std::move(f.res));
   }
-  res.decode_ms = ms_since(t1);
-  return Status::ok();
+  return out;
 }
 
 Result<GenerateResult> Generator::generate(const GenerateRequest& req) {
-  KV_RETURN_IF_ERROR(validate(req));
-  GenerateResult res;
-  res.finish_reason = "length";
-  Sampler sampler(req.sampling);
-  std::vector<float> logits;
-  kv_->reset_peak();
-
-  const SeqId seq = next_seq_++;
-  KV_RETURN_IF_ERROR(start(seq, req, logits, res));
-  SeqGuard guard(*kv_, seq);
-  if (!req.use_kv_cache) kv_->free_sequence(seq);  // the baseline keeps nothing between steps
-  KV_RETURN_IF_ERROR(decode(seq, req, sampler, req.prompt, std::move(logits), res));
-  res.blocks_used_peak = kv_->n_blocks_used_peak();
-  return res;
+  KV_ASSIGN_OR_RETURN(auto all, generate_all(req, {req.sampling.seed}));
+  return std::move(all.front());
 }
 
 Result<std::vector<GenerateResult>> Generator::generate_parallel(
     const GenerateRequest& req, const std::vector<uint64_t>& seeds) {
-  KV_RETURN_IF_ERROR(validate(req));
   if (!req.use_kv_cache) return invalid_argument("parallel sampling needs the KV cache");
-  GenerateResult base;
-  base.finish_reason = "length";
-  std::vector<float> logits;
-  kv_->reset_peak();
-  const SeqId parent = next_seq_++;
-  KV_RETURN_IF_ERROR(start(parent, req, logits, base));
-  std::vector<SeqId> children;
-  {
-    SeqGuard parent_guard(*kv_, parent);
-    for (size_t i = 0; i < seeds.size(); ++i) {
-      children.push_back(next_seq_++);
-      Status st = kv_->fork(parent, children.back());
-      if (!st.is_ok()) {
-        for (SeqId c : children) kv_->free_sequence(c);
-        return st;
-      }
-    }
-  }
-  std::vector<GenerateResult> out;
-  Status st = Status::ok();
-  for (size_t i = 0; i < seeds.size(); ++i) {
-    SeqGuard child_guard(*kv_, children[i]);
-    if (!st.is_ok()) continue;  // free the remaining children
-    GenerateRequest r = req;
-    r.sampling.seed = seeds[i];
-    Sampler sampler(r.sampling);
-    GenerateResult res = base;
-    st = decode(children[i], r, sampler, req.prompt, logits, res);
-    res.blocks_used_peak = kv_->n_blocks_used_peak();
-    out.push_back(std::move(res));
-  }
-  if (!st.is_ok()) return st;
-  return out;
+  return generate_all(req, seeds);
+}
+
+Status Generator::score(const std::vector<int32_t>& tokens,
+                        const std::function<void(int pos, const float* logits)>& on_logits) {
+  // The limits of a prompt of these tokens (ids in range, context), as generate() applies them.
+  KV_RETURN_IF_ERROR(core_->validate_prompt(tokens));
+  if (tokens.size() < 2) return invalid_argument("scoring needs at least 2 tokens");
+  auto r = std::make_shared<Request>();
+  r->use_prefix_cache = false;  // scores must not depend on what earlier requests left
+  SeqSpec s;
+  s.prompt = {tokens[0]};
+  s.forced.assign(tokens.begin() + 1, tokens.end());
+  s.max_tokens = static_cast<int>(s.forced.size());
+  s.ignore_eos = true;
+  s.keep_logits = true;
+  r->seqs.push_back(std::move(s));
+  int pos = 0;
+  std::string error;
+  KV_RETURN_IF_ERROR(run(r, [&](SeqEvent& e) {
+    for (const auto& l : e.logits) on_logits(pos++, l.data());
+    if (e.finish_reason == "error") error = e.error;
+  }));
+  if (!error.empty()) return out_of_memory(error);
+  return Status::ok();
 }
 
 }  // namespace kvserve

@@ -30,6 +30,10 @@ struct SeqSpec {
   std::vector<std::string> stop;  // stop strings; the text ends before the first match
   int n_logprobs = -1;            // -1: off; k >= 0: sampled token's logprob + top-k alternatives
   int index = 0;                  // choice index in the response
+  // Teacher forcing (scoring): the generated tokens are these, in order, instead of samples;
+  // max_tokens must not exceed their count. Empty: sample.
+  std::vector<int32_t> forced;
+  bool keep_logits = false;  // report the logits each token was chosen from (SeqEvent::logits)
 };
 
 struct TokenLogprob {
@@ -43,13 +47,14 @@ struct SeqEvent {
   int index = 0;
   std::vector<int32_t> tokens;  // newly generated ids (the EOS id too, though it has no text)
   std::string text;             // new text, held back while it could start a stop string
-  std::vector<TokenLogprob> logprobs;  // one per token when the spec asked for logprobs
+  std::vector<TokenLogprob> logprobs;      // one per token when the spec asked for logprobs
+  std::vector<std::vector<float>> logits;  // [tokens][n_vocab] raw logits, with keep_logits
   bool finished = false;
   std::string finish_reason;  // when finished: "stop", "length", "cancelled" or "error"
   std::string error;          // when finish_reason == "error"
   int n_prompt_tokens = 0;    // when finished
   int n_completion_tokens = 0;
-  int n_cached_tokens = 0;  // prompt tokens served from the prefix cache (0 until wired)
+  int n_cached_tokens = 0;  // when finished: prompt tokens served from the prefix cache
 };
 
 // Thread-safe mailbox from the engine loop (single writer) to one HTTP handler (single reader).
@@ -85,6 +90,11 @@ class RequestChannel {
 struct Request {
   std::vector<SeqSpec> seqs;
   std::string cache_salt;  // extra key for the prefix cache (isolates tenants)
+  // false: a private computation that neither reads nor registers cached blocks (scoring).
+  bool use_prefix_cache = true;
+  // The no-KV-cache baseline: every step recomputes the whole sequence from position 0 and
+  // keeps no K/V afterwards (implies use_prefix_cache = false).
+  bool recompute = false;
   std::shared_ptr<RequestChannel> channel = std::make_shared<RequestChannel>();
   Clock::time_point arrival = Clock::now();  // set by EngineLoop::submit
 };

@@ -10,7 +10,8 @@ namespace kvserve {
 
 Scheduler::Scheduler(KvCacheManager& kv, const SchedulerOptions& opts) : kv_(kv), opts_(opts) {
   const int total = kv_.pool().n_blocks_total();
-  watermark_blocks_ = std::max(1, static_cast<int>(std::ceil(opts_.watermark * total)));
+  watermark_blocks_ =
+      opts_.watermark > 0 ? std::max(1, static_cast<int>(std::ceil(opts_.watermark * total))) : 0;
   if (watermark_blocks_ >= total) watermark_blocks_ = 0;  // tiny caches: no headroom to spare
 }
 
@@ -19,8 +20,8 @@ void Scheduler::add(std::unique_ptr<Sequence> seq) {
 }
 
 void Scheduler::add_siblings(std::vector<std::unique_ptr<Sequence>> seqs) {
-  // Sharing goes through the prefix cache: without keys there is nothing to share.
-  if (seqs.size() > 1 && kv_.prefix_cache().key_for(std::nullopt, {}, "")) {
+  // The recompute baseline keeps no K/V to share.
+  if (seqs.size() > 1 && !seqs.front()->request->recompute) {
     auto ready = std::make_shared<bool>(false);
     for (auto& s : seqs) s->prompt_ready = ready;
     seqs.front()->leads = true;
@@ -63,6 +64,35 @@ std::vector<Sequence*> Scheduler::all() const {
 
 Sequence* Scheduler::take_unfittable() {
   return unfittable_.get();
+}
+
+std::vector<Sequence*> Scheduler::take_failed() {
+  std::vector<Sequence*> out;
+  out.swap(failed_);
+  return out;
+}
+
+void Scheduler::fail(Sequence& seq, Status st) {
+  if (!seq.failure.is_ok()) return;
+  seq.failure = std::move(st);
+  failed_.push_back(&seq);
+}
+
+bool Scheduler::start(Sequence& s) {
+  if (s.request->use_prefix_cache) {
+    auto cached = kv_.add_sequence_from_prefix(s.id, s.tokens, s.request->cache_salt);
+    if (!cached) return false;
+    s.n_computed = *cached;
+    return true;
+  }
+  // A private sequence: nothing matched, nothing registered (see commit).
+  if (!kv_.add_sequence(s.id).is_ok()) return false;
+  if (!kv_policy_bounded(kv_.policy()) && !kv_.reserve(s.id, s.n_known()).is_ok()) {
+    kv_.free_sequence(s.id);
+    return false;
+  }
+  s.n_computed = 0;
+  return true;
 }
 
 int Scheduler::chunk_limit() const {
@@ -130,17 +160,19 @@ void Scheduler::admit() {
       break;
     }
     if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
-    // Starts from the longest cached prefix and reserves blocks for every known token.
-    auto cached = kv_.add_sequence_from_prefix(s.id, s.tokens, s.request->cache_salt);
-    if (!cached) break;  // out of blocks after all: wait for the next step
-    s.n_computed = *cached;
-    if (s.n_preemptions == 0) s.n_cached = *cached;
+    if (!start(s)) break;  // out of blocks after all: wait for the next step
+    if (s.n_preemptions == 0) s.n_cached = s.n_computed;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
 }
 
 void Scheduler::preempt(Sequence& seq) {
+  if (opts_.preemption == PreemptionMode::kNone) {
+    return fail(
+        seq, out_of_memory("KV cache full: no free block for sequence " + std::to_string(seq.id) +
+                           " at " + std::to_string(kv_.table(seq.id).n_tokens) + " tokens"));
+  }
   if (seq.pad) {  // nobody waits for its output: dropping it is all the memory it can give
     finish(&seq);
     return;
@@ -172,7 +204,11 @@ void Scheduler::preempt(Sequence& seq) {
 }
 
 bool Scheduler::reserve_or_preempt(Sequence& seq, int n_tokens) {
-  while (!kv_.reserve(seq.id, n_tokens).is_ok()) {
+  for (Status st = kv_.reserve(seq.id, n_tokens); !st.is_ok(); st = kv_.reserve(seq.id, n_tokens)) {
+    if (opts_.preemption == PreemptionMode::kNone) {
+      fail(seq, std::move(st));
+      return false;
+    }
     if (seq.pad) {  // a padding row gives way; it takes no block from anyone
       finish(&seq);
       return false;
@@ -197,7 +233,7 @@ void Scheduler::schedule_decodes(std::vector<ScheduledChunk>& plan, int& budget)
     if (p->pad) order.push_back(p.get());
   for (Sequence* s : order) {
     if (budget <= 0) break;
-    if (!is_running(s) || s->n_known() - s->n_computed != 1) continue;
+    if (!is_running(s) || !s->failure.is_ok() || s->n_known() - s->n_computed != 1) continue;
     if (!reserve_or_preempt(*s, kv_.table(s->id).n_tokens + 1)) continue;
     plan.push_back({s, s->n_computed, 1});
     --budget;
@@ -209,10 +245,14 @@ void Scheduler::schedule_prefills(std::vector<ScheduledChunk>& plan, int& budget
     if (budget <= 0) break;
     Sequence& s = *p;
     const int due = s.n_known() - s.n_computed;
-    if (due <= 1) continue;  // decoding: planned above
+    if (due <= 1 || !s.failure.is_ok()) continue;  // decoding: planned above
     const int n = std::min({due, budget, chunk_limit()});
     // Slots, not positions: under H2O they differ.
-    if (!kv_.reserve(s.id, kv_.table(s.id).n_tokens + n).is_ok()) continue;  // no preemption
+    if (Status st = kv_.reserve(s.id, kv_.table(s.id).n_tokens + n); !st.is_ok()) {
+      // No preemption for prefills; without preemption at all, nothing will free a block.
+      if (opts_.preemption == PreemptionMode::kNone) fail(s, std::move(st));
+      continue;
+    }
     plan.push_back({&s, s.n_computed, n});
     budget -= n;
   }
@@ -233,23 +273,57 @@ std::vector<ScheduledChunk> Scheduler::schedule() {
   int budget = opts_.max_batch_tokens;
   schedule_decodes(plan, budget);
   schedule_prefills(plan, budget);
-  if (plan.empty() && !running_.empty()) {
+  if (plan.empty() && !running_.empty() && failed_.empty()) {
     // Every running sequence is stuck on blocks: free the newest so the others can move.
     preempt(*running_.back());
   }
   return plan;
 }
 
-void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
-  for (const auto& c : plan) {
+void Scheduler::fork_siblings(Sequence& leader, size_t plan_index, std::vector<ForkedSeq>& out) {
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    Sequence& f = **it;
+    if (&f == &leader || f.prompt_ready != leader.prompt_ready || f.n_preemptions > 0 ||
+        n_running() >= opts_.max_seqs || !kv_.fork(leader.id, f.id).is_ok()) {
+      ++it;
+      continue;
+    }
+    f.n_computed = leader.n_computed;
+    f.n_cached = leader.n_cached;
+    out.push_back({&f, plan_index});
+    running_.push_back(std::move(*it));
+    it = waiting_.erase(it);
+  }
+  release_siblings(leader);  // whoever is left starts alone
+}
+
+std::vector<ForkedSeq> Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
+  std::vector<ForkedSeq> forked;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const ScheduledChunk& c = plan[i];
     c.seq->n_computed = c.pos0 + c.n_tokens;
-    if (c.seq->n_computed >= c.seq->n_prompt) release_siblings(*c.seq);
-    // Registers every block this chunk filled with the prefix cache.
-    kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
+    const bool prompt_done = c.samples() && c.seq->n_generated() == 0;
+    const Request& req = *c.seq->request;
+    if (req.recompute && c.samples()) {
+      // The no-KV-cache baseline: its K/V served this step's logits only.
+      kv_.free_sequence(c.seq->id);
+      (void)kv_.add_sequence(c.seq->id);
+      c.seq->n_computed = 0;
+      continue;
+    }
+    if (req.use_prefix_cache) {
+      // Registers every block this chunk filled with the prefix cache.
+      kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
+    } else {
+      kv_.commit(c.seq->id, c.seq->n_computed);
+    }
     // Window: release what no later query sees; H2O: evict down to keep. A failure (no block
     // for a copy-on-write) leaves the sequence over its budget until a later step succeeds.
     (void)kv_.enforce_policy(c.seq->id);
+    if (c.seq->leads && prompt_done) fork_siblings(*c.seq, i, forked);
+    if (c.seq->n_computed >= c.seq->n_prompt) release_siblings(*c.seq);
   }
+  return forked;
 }
 
 bool Scheduler::is_running(const Sequence* seq) const {
@@ -264,6 +338,7 @@ void Scheduler::retire(Sequence* seq) {
 }
 
 void Scheduler::finish(Sequence* seq) {
+  std::erase(failed_, seq);
   release_siblings(*seq);  // a leader cancelled early must not hold its siblings back
   kv_.free_sequence(seq->id);
   if (seq->swapped) {

@@ -11,7 +11,8 @@
 //      padding rows, then preempts the newest running sequence: its blocks are freed and it
 //      waits again at the front of the queue, either to be recomputed (recompute mode) or with
 //      its K/V copied to host memory first and copied back on re-admission (swap mode, within
-//      --swap-space; recompute beyond it);
+//      --swap-space; recompute beyond it), or, with no preemption (the offline driver, where
+//      nobody else's memory can be taken), fails the sequence that cannot grow;
 //   3. fills what is left of the token budget with prefill chunks, oldest first.
 // Not thread-safe: only the engine loop calls it. It owns the sequences and their KV tables.
 #pragma once
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "kv/kv_cache_manager.h"
@@ -39,9 +41,11 @@ struct Sequence {
   int n_preemptions = 0;
   int n_cached = 0;  // prompt tokens served from the prefix cache at first admission
   std::optional<SwappedKv> swapped;  // swap preemption: its K/V while it waits
-  // n > 1 samples of one prompt: the first computes the prompt; the others wait until its full
-  // blocks are in the prefix cache (*prompt_ready), then start from them, sharing the blocks
-  // (copy-on-write) and computing only the last partial block. Null for a lone sequence.
+  // n > 1 samples of one prompt: the first (the leader) computes the prompt while the others
+  // wait; at the step that completes it, the others are forked from it (every block shared,
+  // copied on first write) and take their first token from the same logits. A sibling that
+  // cannot be forked then (max_seqs reached, or the leader ended early) starts on its own once
+  // *prompt_ready, from the prefix cache when it is on. Null for a lone sequence.
   std::shared_ptr<bool> prompt_ready;
   bool leads = false;  // this one computes the prompt and sets *prompt_ready
   // Static batching: finished and answered, but still decoding (output discarded) until its
@@ -52,6 +56,9 @@ struct Sequence {
   std::string text;   // generated text so far (cut at a stop string)
   size_t n_sent = 0;  // bytes of text already sent
   Clock::time_point last_token_time{};
+  // Set when the scheduler gives up on the sequence (PreemptionMode::kNone and no block for
+  // it): the engine finishes it with this error. Never planned again.
+  Status failure;
 
   Sequence(SeqId id_, std::shared_ptr<Request> req, const SeqSpec* spec_)
       : id(id_),
@@ -71,6 +78,14 @@ struct ScheduledChunk {
   int n_tokens = 0;
   // The chunk reaches the last known token: its logits give the next token.
   bool samples() const { return pos0 + n_tokens == seq->n_known(); }
+  bool operator==(const ScheduledChunk&) const = default;
+};
+
+// A sibling forked from its leader by Scheduler::commit: it samples from the logits row of
+// plan[plan_index] (its leader's) in this step.
+struct ForkedSeq {
+  Sequence* seq = nullptr;
+  size_t plan_index = 0;
 };
 
 // kStatic: request-level batching (a batch forms in an empty engine and every row computes
@@ -79,14 +94,16 @@ enum class SchedulerKind { kContinuous, kStatic, kStaticShrink };
 // "continuous", "static", "static-shrink"; nullopt for anything else.
 std::optional<SchedulerKind> scheduler_kind_from_name(const std::string& name);
 const char* scheduler_kind_name(SchedulerKind k);
-enum class PreemptionMode { kRecompute, kSwap };
+// kNone: a sequence that cannot get a block fails with out_of_memory instead of taking another's
+// (the offline driver: its sequences belong to one caller, who wants the error).
+enum class PreemptionMode { kRecompute, kSwap, kNone };
 
 struct SchedulerOptions {
   SchedulerKind kind = SchedulerKind::kContinuous;
   int max_batch_tokens = 512;  // tokens per forward pass
   int max_seqs = 16;           // running sequences at most
-  double watermark = 0.01;     // fraction of blocks kept free at admission (at least 1 block)
-  int static_wait_ms = 50;     // static: how long to wait for a full batch
+  double watermark = 0.01;  // fraction of blocks kept free at admission (at least 1 block; 0: none)
+  int static_wait_ms = 50;  // static: how long to wait for a full batch
   PreemptionMode preemption = PreemptionMode::kRecompute;
   size_t swap_bytes = size_t{1} << 30;  // swap mode: host memory for swapped-out K/V
 };
@@ -97,13 +114,15 @@ class Scheduler {
 
   // Queues a sequence (FIFO).
   void add(std::unique_ptr<Sequence> seq);
-  // As add() for the n samples of one prompt: the first leads, the rest share its prompt blocks
-  // (when the prefix cache is on; otherwise each computes its own).
+  // As add() for the n samples of one prompt: the first leads, the rest are forked from it once
+  // its prompt is computed (see Sequence::prompt_ready).
   void add_siblings(std::vector<std::unique_ptr<Sequence>> seqs);
   // Plans the next step and reserves its blocks. Empty when nothing can run now.
   std::vector<ScheduledChunk> schedule();
-  // Marks the planned tokens as computed (after the forward pass).
-  void commit(const std::vector<ScheduledChunk>& plan);
+  // Marks the planned tokens as computed (after the forward pass), and forks the waiting
+  // siblings of every leader whose prompt this step completed: they are running now and sample
+  // in this step from their leader's logits row.
+  std::vector<ForkedSeq> commit(const std::vector<ScheduledChunk>& plan);
   // Frees seq's blocks and forgets it (running or waiting). seq is destroyed.
   void finish(Sequence* seq);
   // Static batching: seq (running) has been answered; it keeps computing as a padding row
@@ -125,8 +144,11 @@ class Scheduler {
   size_t swap_bytes_used() const { return swap_used_; }
   int watermark_blocks() const { return watermark_blocks_; }
   // A sequence that has outgrown the whole cache (it can never be admitted again): the engine
-  // finishes it with "length". Null when there is none.
+  // finishes it with "length" (or, under kNone, an out_of_memory error). Null when there is none.
   Sequence* take_unfittable();
+  // Sequences that failed this step (kNone: no block for them; see Sequence::failure). The
+  // engine finishes each.
+  std::vector<Sequence*> take_failed();
   const SchedulerOptions& options() const { return opts_; }
 
  private:
@@ -140,6 +162,13 @@ class Scheduler {
   // preempted (or nothing is left to preempt).
   bool reserve_or_preempt(Sequence& seq, int n_tokens);
   void preempt(Sequence& seq);
+  // Forks leader's waiting siblings (as many as max_seqs allows) and lets the rest start alone.
+  void fork_siblings(Sequence& leader, size_t plan_index, std::vector<ForkedSeq>& out);
+  // kNone: marks seq failed with st (out_of_memory) instead of preempting anyone.
+  void fail(Sequence& seq, Status st);
+  // Registers seq with the cache: from the longest cached prefix, or empty when its request
+  // opts out of the prefix cache; reserves its known tokens. False: out of blocks.
+  bool start(Sequence& seq);
   int pending_blocks() const;  // blocks running sequences still need for their known tokens
   // The largest prefill chunk of one sequence its KV policy allows (kv/kv_policy.h).
   int chunk_limit() const;
@@ -150,6 +179,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order, oldest first
   std::deque<std::unique_ptr<Sequence>> waiting_;   // FIFO; preempted ones go to the front
   std::unique_ptr<Sequence> unfittable_;
+  std::vector<Sequence*> failed_;  // running, failure set, not yet taken
   int64_t n_preemptions_ = 0;
   int64_t n_swapped_out_ = 0;
   size_t swap_used_ = 0;

@@ -60,11 +60,9 @@ void add_tasks(std::vector<Task>& tasks, int seq, int i, int g0, int g1, int p,
 // run kAheadBlocks blocks later, a little at a time. Software prefetches each hold one of the
 // core's few line-fill buffers until memory answers, which caps a core at about 9 GB/s here;
 // the L2 streamer has no such cap but needs a run to have started. So only the first
-// kPrefetchCap bytes of a run are prefetched and the streamer fetches the rest: 16 sequences
-// of f16 K/V, in the model step, attention 4.05-4.19 -> 3.80-3.96 ms (half of each 2 KiB tile;
-// a quarter or three quarters were slower; f32 rows gain as well, q8 rows of 1 KiB are whole).
-// Fetching each whole run in one burst at its start, before that, stalled on those buffers and
-// left each task's first runs unfetched (docs/benchmarks.md, ninth and twelfth sessions).
+// kPrefetchCap bytes of a run are prefetched and the streamer fetches the rest (half of an f16
+// 2 KiB tile; the measurements behind the cap are in docs/benchmarks.md, "Attention and the
+// line-fill buffers").
 constexpr int kAheadBlocks = 2;
 constexpr size_t kPrefetchCap = 1024;
 
@@ -214,8 +212,7 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
   };
   // Tasks differ in cost (contexts differ, causal rows, the last partition is partial): the
   // threads' runs are cut by cost, positions plus a task's fixed work, so a batch whose long
-  // contexts sit together does not leave one thread in a long claim while the other waits
-  // (16 sequences of mixed lengths: attention 10 % faster; docs/benchmarks.md, tenth session).
+  // contexts sit together does not leave one thread in a long claim while the other waits.
   std::vector<int64_t>& cost = t_cost;
   cost.assign(1, 0);
   for (const Task& k : tasks) {
