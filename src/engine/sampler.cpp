@@ -181,7 +181,8 @@ int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& 
   return t;
 }
 
-int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& history) {
+void Sampler::apply_penalties(float* logits, int n_vocab,
+                              const std::vector<int32_t>& history) const {
   const SamplingParams& p = params_;
   if (p.repeat_penalty != 1.0f && !history.empty()) {
     const size_t n_hist = history.size();
@@ -200,6 +201,11 @@ int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& hi
   for (const auto& [t, bias] : p.logit_bias) {
     if (t >= 0 && t < n_vocab) logits[t] += bias;
   }
+}
+
+int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& history) {
+  const SamplingParams& p = params_;
+  apply_penalties(logits, n_vocab, history);
   if (p.temperature == 0.0f) return argmax(logits, n_vocab);
 
   // Softmax of logits / T, in place: probabilities in token order, no copy.
@@ -215,6 +221,12 @@ int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& hi
   if (keep == static_cast<size_t>(n_vocab) && p.top_p >= 1.0f && p.min_p <= 0.0f) {
     return draw_all(prob, n_vocab);  // nothing truncated: no order needed
   }
+  keep_candidates(prob, n_vocab, keep);
+  return draw_candidates();
+}
+
+void Sampler::keep_candidates(const float* prob, int n_vocab, size_t keep) {
+  const SamplingParams& p = params_;
   // The filters keep a prefix of the order (probability descending, id ascending), and the
   // shortest of the three prefixes decides. Only the candidates with p >= theta, a prefix of that
   // order, are sorted; theta falls until the kept prefix lies inside them. A peaked
@@ -263,8 +275,11 @@ int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& hi
       n = nm;
     }
     cand_.resize(n);
-    break;
+    return;
   }
+}
+
+int32_t Sampler::draw_candidates() {
   float total = 0;
   for (const auto& c : cand_) total += c.first;
   const float r = rng_.uniform() * total;

@@ -61,6 +61,12 @@ class Sampler {
  private:
   // sample() without counting the token.
   int32_t pick(float* logits, int n_vocab, const std::vector<int32_t>& history);
+  // Repetition, frequency and presence penalties, then logit_bias, in place.
+  void apply_penalties(float* logits, int n_vocab, const std::vector<int32_t>& history) const;
+  // cand_ = what top-k (keep), top-p and min-p leave of prob[n_vocab], most likely first.
+  void keep_candidates(const float* prob, int n_vocab, size_t keep);
+  // One of cand_, in proportion to its probability.
+  int32_t draw_candidates();
   // One token from the whole distribution prob[n_vocab], walked in token order.
   int32_t draw_all(const float* prob, int n_vocab);
 
