@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bytes.h"  // parse_byte_size, format_bytes: moved to core, still reached from here
 #include "core/status.h"
 #include "kv/block_pool.h"
 #include "kv/kv_type.h"
@@ -149,9 +150,5 @@ class KvStorage {
   int32_t stage_next_ = 0;
   int n_staged_ = 0;
 };
-
-// "512MiB", "2GiB", "1000000", "64KiB", "1.5GB" -> bytes; error on anything else.
-Result<size_t> parse_byte_size(const std::string& text);
-std::string format_bytes(double bytes);  // "1.50 GiB"
 
 }  // namespace kvserve

@@ -146,15 +146,5 @@ TEST(KvStorage, CommitsItsMemoryAtStartOrOnFirstWrite) {
   }
 }
 
-TEST(ByteSize, ParsesUnits) {
-  EXPECT_EQ(*parse_byte_size("512MiB"), 512ull << 20);
-  EXPECT_EQ(*parse_byte_size("2GiB"), 2ull << 30);
-  EXPECT_EQ(*parse_byte_size("1000"), 1000u);
-  EXPECT_EQ(*parse_byte_size("1.5GB"), 1500000000u);
-  EXPECT_FALSE(parse_byte_size("lots").is_ok());
-  EXPECT_FALSE(parse_byte_size("12XB").is_ok());
-  EXPECT_FALSE(parse_byte_size("-5MiB").is_ok());
-}
-
 }  // namespace
 }  // namespace kvserve
