@@ -239,7 +239,7 @@ void KvStorage::on_block_freed(BlockId block) {
 
 void KvStorage::copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot) {
   const KvLayout& L = layout_;
-  KV_ASSERT(L.k_type != KvType::kQ4);
+  KV_ASSERT(L.can_copy_tokens());
   const size_t kh = kv_tile_header(L.k_type, KvRole::kK, L.head_dim);
   const size_t vh = kv_tile_header(L.v_type, KvRole::kV, L.head_dim);
   const size_t ks = L.k_row_stride(), vs = L.v_row_stride();
@@ -254,7 +254,7 @@ void KvStorage::copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot)
 }
 
 void KvStorage::export_block(BlockId block, uint8_t* dst) const {
-  KV_ASSERT(layout_.k_type != KvType::kQ4);
+  KV_ASSERT(layout_.can_export_blocks());
   for (int l = 0; l < layout_.n_layer; ++l) {
     const uint8_t* r = const_cast<KvStorage*>(this)->region(l, block);
     dst = std::copy_n(r, region_bytes(), dst);
@@ -262,7 +262,7 @@ void KvStorage::export_block(BlockId block, uint8_t* dst) const {
 }
 
 void KvStorage::import_block(const uint8_t* src, BlockId block) {
-  KV_ASSERT(layout_.k_type != KvType::kQ4);
+  KV_ASSERT(layout_.can_export_blocks());
   for (int l = 0; l < layout_.n_layer; ++l, src += region_bytes()) {
     std::memcpy(region(l, block), src, region_bytes());
   }
