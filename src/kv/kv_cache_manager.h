@@ -10,12 +10,13 @@
 // evictable; fork() shares every block; reserve() copies a shared or cached block before any
 // write into it (copy-on-write). With NoPrefixCache (the default) none of this hits.
 //
-// Bounded memory (kv/kv_policy.h, docs/design-kv-compression.md): after each commit the engine
-// calls enforce_policy(seq). WindowKv releases blocks wholly outside the sinks and the window
-// (their table entries become kNoBlock); HeavyHitterKv evicts tokens down to `keep` by moving
-// kept rows into the evicted slots, so a sequence's cache slots stop being its positions:
-// table.n_tokens counts slots, n_positions() counts tokens computed. Prefix matching with a
-// window needs only the blocks the window (and sinks) can see.
+// Bounded memory (kv/kv_policy.h for the configuration, kv/kv_policy_impl.h for the
+// implementations, docs/design-kv-policies.md): after each commit the engine calls
+// enforce_policy(seq), which the policy carries out. WindowKv releases blocks wholly outside
+// the sinks and the window (their table entries become kNoBlock); HeavyHitterKv evicts tokens
+// down to `keep` by moving kept rows into the evicted slots, so a sequence's cache slots stop
+// being its positions: table.n_tokens counts slots, n_positions() counts tokens computed.
+// Prefix matching with a window needs only the blocks the window (and sinks) can see.
 #pragma once
 
 #include <cstdint>
@@ -29,26 +30,23 @@
 #include "kv/block_pool.h"
 #include "kv/block_table.h"
 #include "kv/kv_policy.h"
+#include "kv/kv_policy_impl.h"
 #include "kv/kv_storage.h"
 #include "prefix/prefix_cache.h"
 
 namespace kvserve {
 
-using SeqId = int64_t;
-
-// A preempted sequence's KV copied to host memory (swap preemption): everything needed to put it
-// back exactly as it was. Opaque to callers except for its size.
 // One sequence's cache state, owned by KvCacheManager (and by SwappedKv while swapped out).
+// The policy's own per-sequence state (H2O scores) lives in the policy.
 struct KvSeqState {
   BlockTable table;
   std::string salt;
   std::vector<BlockKey> keys;  // keys of full blocks [0, keys.size())
   int n_pos = 0;               // positions computed
-  bool compacted = false;      // H2O has moved rows: slots are no longer positions
-  std::vector<float> score;    // H2O: [capacity] accumulated attention per slot
-  std::vector<int> slot_pos;   // H2O: [n_tokens] position held by each slot
 };
 
+// A preempted sequence's KV copied to host memory (swap preemption): everything needed to put it
+// back exactly as it was. Opaque to callers except for its size. Move-only.
 struct SwappedKv {
   size_t bytes() const { return data.size(); }
   int n_blocks() const;  // blocks swap_in() needs
@@ -57,6 +55,7 @@ struct SwappedKv {
   friend class KvCacheManager;
   std::vector<uint8_t> data;  // [blocks of state.table not kNoBlock][bytes_per_block]
   KvSeqState state;           // as it was; its block ids are stale
+  std::unique_ptr<KvPolicySeqState> policy_state;  // the policy's, or nullptr
 };
 
 // Engine-wide prefix-cache counters and block occupancy.
@@ -91,7 +90,8 @@ class KvCacheManager {
   KvStorage& storage() { return *storage_; }
   const KvStorage& storage() const { return *storage_; }
   PrefixCache& prefix_cache() { return *prefix_; }
-  const KvPolicy& policy() const { return policy_; }
+  // The policy's configuration (kv_policy_bounded(), kv_policy_chunk()... read it).
+  const KvPolicy& policy() const { return policy_->config(); }
 
   // Registers an empty sequence. invalid_argument if the id is in use.
   Status add_sequence(SeqId seq);
@@ -131,11 +131,12 @@ class KvCacheManager {
   // H2O: per-slot attention accumulated over layers, heads and queries ([capacity] floats; the
   // attention kernel adds to it). nullptr under other policies. Valid until the next reserve.
   float* attention_scores(SeqId seq);
-  // Swap preemption. can_swap(): the storage can export its blocks (not q4 K). swap_out copies
-  // seq's K/V to host memory and frees the sequence; swap_in registers seq again from it, with
-  // fresh private blocks holding the same bytes (all-or-nothing: out_of_memory changes nothing
-  // and leaves `swapped` intact).
-  bool can_swap() const { return layout().k_type != KvType::kQ4; }
+  // Swap preemption. can_swap(): the storage can export its blocks (KvLayout::
+  // can_export_blocks()). swap_out copies seq's K/V (and the policy's state of it) to host
+  // memory and frees the sequence; swap_in registers seq again from it, with fresh private
+  // blocks holding the same bytes (all-or-nothing: out_of_memory changes nothing and leaves
+  // `swapped` intact).
+  bool can_swap() const { return layout().can_export_blocks(); }
   Result<SwappedKv> swap_out(SeqId seq);
   Status swap_in(SeqId seq, SwappedKv& swapped);
   // Releases every block of seq at once (last block first, so a sequence's tail is evicted
@@ -153,8 +154,10 @@ class KvCacheManager {
  private:
   using SeqState = KvSeqState;
 
+  class PolicyOps;  // KvBlockOps over this manager, for the policy's enforce()
+
   KvCacheManager(std::unique_ptr<KvStorage> storage, std::unique_ptr<PrefixCache> prefix,
-                 const KvPolicy& policy);
+                 std::unique_ptr<KvPolicyImpl> policy);
   SeqState& state(SeqId seq);
   const SeqState& state(SeqId seq) const;
   // Logical blocks of s that a write of positions [table.n_tokens, n_tokens) must copy first.
@@ -163,17 +166,16 @@ class KvCacheManager {
   void note_peak();
   // pool_.release() plus the storage's hook for blocks that became free.
   void release_block(BlockId id);
-  void release_outside_window(SeqState& s, const WindowKv& w);
-  Status evict_heavy_hitters(SeqState& s, const HeavyHitterKv& h);
+  // Registers a new sequence with the policy too (n_pos positions, table capacity in slots).
+  void emplace_sequence(SeqId seq, SeqState s);
 
   std::unique_ptr<KvStorage> storage_;
   std::unique_ptr<PrefixCache> prefix_;
-  KvPolicy policy_;
+  std::unique_ptr<KvPolicyImpl> policy_;
   BlockPool pool_;
   std::unordered_map<SeqId, SeqState> seqs_;
   int peak_used_ = 0;
   int64_t n_prefix_queries_ = 0, n_query_tokens_ = 0, n_hit_tokens_ = 0, n_cow_copies_ = 0;
-  int64_t n_window_released_ = 0, n_h2o_evicted_ = 0;
 };
 
 // Frees a sequence's blocks on every path out of a scope.
