@@ -111,7 +111,7 @@ void Scheduler::admit() {
     if (s.swapped) {
       // Swapped out: back with exactly its blocks, nothing to recompute.
       const int n_back = s.swapped->n_blocks();
-      if (n_back + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+      if (n_back + pending + watermark_blocks_ > kv_.pool().n_blocks_available()) break;
       const size_t bytes = s.swapped->bytes();
       if (!kv_.swap_in(s.id, *s.swapped).is_ok()) break;
       s.swapped.reset();
@@ -129,7 +129,7 @@ void Scheduler::admit() {
       }
       break;
     }
-    if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+    if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_available()) break;
     // Starts from the longest cached prefix and reserves blocks for every known token.
     auto cached = kv_.add_sequence_from_prefix(s.id, s.tokens, s.request->cache_salt);
     if (!cached) break;  // out of blocks after all: wait for the next step
@@ -245,7 +245,8 @@ void Scheduler::commit(const std::vector<ScheduledChunk>& plan) {
     c.seq->n_computed = c.pos0 + c.n_tokens;
     if (c.seq->n_computed >= c.seq->n_prompt) release_siblings(*c.seq);
     // Registers every block this chunk filled with the prefix cache.
-    kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
+    kv_.commit_and_register(c.seq->id,
+                            std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
     // Window: release what no later query sees; H2O: evict down to keep. A failure (no block
     // for a copy-on-write) leaves the sequence over its budget until a later step succeeds.
     (void)kv_.enforce_policy(c.seq->id);

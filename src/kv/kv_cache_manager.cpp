@@ -112,9 +112,9 @@ Result<int> KvCacheManager::add_sequence_from_prefix(SeqId seq, std::span<const 
                         ? 0
                         : blocks_for_tokens(static_cast<int>(tokens.size()), bs) -
                               static_cast<int>(m.blocks.size());
-  if (n_new > pool_.n_blocks_free() - n_matched_idle) {
+  if (n_new > pool_.n_blocks_available() - n_matched_idle) {
     return out_of_memory("KV cache full: need " + std::to_string(n_new) + " blocks, " +
-                         std::to_string(pool_.n_blocks_free() - n_matched_idle) + " of " +
+                         std::to_string(pool_.n_blocks_available() - n_matched_idle) + " of " +
                          std::to_string(pool_.n_blocks_total()) + " free");
   }
   // Commit: take the hits first (so allocation cannot evict them), then the fresh blocks.
@@ -207,7 +207,7 @@ void KvCacheManager::commit(SeqId seq, int n_pos) {
     s.keys.resize(n_slots / block_size());
 }
 
-void KvCacheManager::commit(SeqId seq, std::span<const int32_t> tokens) {
+void KvCacheManager::commit_and_register(SeqId seq, std::span<const int32_t> tokens) {
   commit(seq, static_cast<int>(tokens.size()));
   if (policy_->slots_are_positions(seq)) register_full_blocks(state(seq), tokens);
 }
@@ -312,7 +312,7 @@ KvCacheStats KvCacheManager::stats() const {
   policy_->add_stats(st);
   st.n_blocks_used = pool_.n_blocks_used();
   st.n_blocks_cached = pool_.n_blocks_cached();
-  st.n_blocks_empty = pool_.n_blocks_free() - pool_.n_blocks_cached();
+  st.n_blocks_empty = pool_.n_blocks_available() - pool_.n_blocks_cached();
   return st;
 }
 

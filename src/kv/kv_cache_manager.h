@@ -5,10 +5,11 @@
 // it.
 //
 // Prefix caching (docs/design-prefix-cache.md): a sequence added with add_sequence_from_prefix()
-// starts with the longest cached prefix of its tokens; commit(seq, tokens) registers each block
-// as it fills (prompt or generated tokens); free_sequence() leaves registered blocks cached and
-// evictable; fork() shares every block; reserve() copies a shared or cached block before any
-// write into it (copy-on-write). With NoPrefixCache (the default) none of this hits.
+// starts with the longest cached prefix of its tokens; commit_and_register(seq, tokens)
+// registers each block as it fills (prompt or generated tokens); free_sequence() leaves
+// registered blocks cached and evictable; fork() shares every block; reserve() copies a shared
+// or cached block before any write into it (copy-on-write). With NoPrefixCache (the default)
+// none of this hits.
 //
 // Bounded memory (kv/kv_policy.h for the configuration, kv/kv_policy_impl.h for the
 // implementations, docs/design-kv-policies.md): after each commit the engine calls
@@ -69,7 +70,7 @@ struct KvCacheStats {
   int64_t n_h2o_evicted = 0;      // tokens evicted by H2O
   int n_blocks_used = 0;          // ref_count > 0
   int n_blocks_cached = 0;        // ref_count == 0 with a key: evictable
-  int n_blocks_empty = 0;         // ref_count == 0, no key
+  int n_blocks_empty = 0;         // ref_count == 0, no key (truly free)
   double hit_rate() const {
     return n_query_tokens > 0 ? static_cast<double>(n_hit_tokens) / n_query_tokens : 0.0;
   }
@@ -116,11 +117,15 @@ class KvCacheManager {
   // allocated on demand, never ahead of need.
   Status reserve(SeqId seq, int n_tokens);
   // Records that K/V of positions [0, n_pos) are written, in the slots after the last commit
-  // (slot = position until H2O evicts). The slots must be reserved.
+  // (slot = position until H2O evicts). The slots must be reserved. Registers nothing with the
+  // prefix cache (n_pos < the positions computed rewinds them).
   void commit(SeqId seq, int n_pos);
   // As commit(seq, tokens.size()), and registers every newly full block with the prefix cache
   // (while slots are positions). tokens: the sequence's ids for positions [0, tokens.size()).
-  void commit(SeqId seq, std::span<const int32_t> tokens);
+  void commit_and_register(SeqId seq, std::span<const int32_t> tokens);
+  // DEPRECATED: the old name of commit_and_register(), kept only for generator.cpp (being
+  // rewritten elsewhere); the lead will move that caller and remove this.
+  void commit(SeqId seq, std::span<const int32_t> tokens) { commit_and_register(seq, tokens); }
   // Applies the policy after a commit: WindowKv releases blocks no later query can see;
   // HeavyHitterKv evicts the lowest-scored tokens beyond `keep` (outside the recent window).
   // Fails only with out_of_memory when a shared block must be copied before H2O rewrites it;

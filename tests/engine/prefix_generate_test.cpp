@@ -45,7 +45,7 @@ GenerateResult gen(Generator& g, const std::vector<int32_t>& prompt, int n,
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   // After every request: nothing left in use, every block free or cached-evictable.
   EXPECT_EQ(g.kv().pool().n_blocks_used(), 0);
-  EXPECT_EQ(g.kv().pool().n_blocks_free(), g.kv().pool().n_blocks_total());
+  EXPECT_EQ(g.kv().pool().n_blocks_available(), g.kv().pool().n_blocks_total());
   return r ? *r : GenerateResult{};
 }
 

@@ -28,7 +28,9 @@ class KvCacheManagerTest : public ::testing::Test {
     kv = std::move(*m);
   }
   // The invariant every test ends with: every block is back in the pool.
-  void TearDown() override { ASSERT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total()); }
+  void TearDown() override {
+    ASSERT_EQ(kv->pool().n_blocks_available(), kv->pool().n_blocks_total());
+  }
   std::unique_ptr<KvCacheManager> kv;
 };
 
@@ -56,7 +58,7 @@ TEST_F(KvCacheManagerTest, ExhaustionIsAStatusAndTransactional) {
   Status st = kv->reserve(2, 12);           // needs 3, 2 free
   EXPECT_EQ(st.code(), StatusCode::kOutOfMemory);
   EXPECT_EQ(kv->table(2).n_blocks(), 0);
-  EXPECT_EQ(kv->pool().n_blocks_free(), 2);
+  EXPECT_EQ(kv->pool().n_blocks_available(), 2);
   EXPECT_TRUE(kv->reserve(2, 8).is_ok());
   EXPECT_EQ(kv->blocks_needed(2, 9), 1);
   kv->free_sequence(1);

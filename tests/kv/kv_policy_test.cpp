@@ -54,7 +54,7 @@ void step(KvCacheManager& kv, SeqId seq, const std::vector<int32_t>& tokens) {
   const int slot = kv.table(seq).n_tokens;
   ASSERT_TRUE(kv.reserve(seq, slot + 1).is_ok());
   write(kv, seq, slot, kv.n_positions(seq));
-  kv.commit(seq, std::span<const int32_t>(tokens.data(), kv.n_positions(seq) + 1));
+  kv.commit_and_register(seq, std::span<const int32_t>(tokens.data(), kv.n_positions(seq) + 1));
   ASSERT_TRUE(kv.enforce_policy(seq).is_ok());
 }
 
