@@ -9,7 +9,7 @@
 namespace kvserve {
 
 Scheduler::Scheduler(KvCacheManager& kv, const SchedulerOptions& opts) : kv_(kv), opts_(opts) {
-  const int total = kv_.pool().n_blocks_total();
+  const int total = kv_.n_blocks_total();
   watermark_blocks_ = std::max(1, static_cast<int>(std::ceil(opts_.watermark * total)));
   if (watermark_blocks_ >= total) watermark_blocks_ = 0;  // tiny caches: no headroom to spare
 }
@@ -20,7 +20,7 @@ void Scheduler::add(std::unique_ptr<Sequence> seq) {
 
 void Scheduler::add_siblings(std::vector<std::unique_ptr<Sequence>> seqs) {
   // Sharing goes through the prefix cache: without keys there is nothing to share.
-  if (seqs.size() > 1 && kv_.prefix_cache().key_for(std::nullopt, {}, "")) {
+  if (seqs.size() > 1 && kv_.prefix_caching()) {
     auto ready = std::make_shared<bool>(false);
     for (auto& s : seqs) s->prompt_ready = ready;
     seqs.front()->leads = true;
@@ -111,7 +111,7 @@ void Scheduler::admit() {
     if (s.swapped) {
       // Swapped out: back with exactly its blocks, nothing to recompute.
       const int n_back = s.swapped->n_blocks();
-      if (n_back + pending + watermark_blocks_ > kv_.pool().n_blocks_available()) break;
+      if (n_back + pending + watermark_blocks_ > kv_.n_blocks_available()) break;
       const size_t bytes = s.swapped->bytes();
       if (!kv_.swap_in(s.id, *s.swapped).is_ok()) break;
       s.swapped.reset();
@@ -122,14 +122,14 @@ void Scheduler::admit() {
     }
     const int need =
         kv_policy_seq_blocks(kv_.policy(), kv_.block_size(), opts_.max_batch_tokens, s.n_known());
-    if (need + watermark_blocks_ > kv_.pool().n_blocks_total()) {
+    if (need + watermark_blocks_ > kv_.n_blocks_total()) {
       if (running_.empty()) {  // can never fit: hand it to the engine to finish
         unfittable_ = std::move(waiting_.front());
         waiting_.pop_front();
       }
       break;
     }
-    if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_available()) break;
+    if (need + pending + watermark_blocks_ > kv_.n_blocks_available()) break;
     // Starts from the longest cached prefix and reserves blocks for every known token.
     auto cached = kv_.add_sequence_from_prefix(s.id, s.tokens, s.request->cache_salt);
     if (!cached) break;  // out of blocks after all: wait for the next step

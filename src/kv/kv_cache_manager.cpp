@@ -310,10 +310,20 @@ KvCacheStats KvCacheManager::stats() const {
   st.n_evictions = pool_.n_evictions();
   st.n_cow_copies = n_cow_copies_;
   policy_->add_stats(st);
-  st.n_blocks_used = pool_.n_blocks_used();
-  st.n_blocks_cached = pool_.n_blocks_cached();
-  st.n_blocks_empty = pool_.n_blocks_available() - pool_.n_blocks_cached();
+  const KvOccupancy o = occupancy();
+  st.n_blocks_used = o.used;
+  st.n_blocks_cached = o.cached;
+  st.n_blocks_empty = o.free;
   return st;
+}
+
+KvOccupancy KvCacheManager::occupancy() const {
+  KvOccupancy o;
+  o.total = pool_.n_blocks_total();
+  o.used = pool_.n_blocks_used();
+  o.cached = pool_.n_blocks_cached();
+  o.free = pool_.n_blocks_available() - o.cached;
+  return o;
 }
 
 std::string KvCacheManager::dump() const {

@@ -1,8 +1,9 @@
 // KvCacheManager: the facade over the paged KV cache and the single owner of its state.
 // It ties the block pool (metadata) to the KV storage (memory) and the prefix cache (policy),
 // and keeps one block table per sequence. Callers (engine, scheduler) see block tables as
-// read-only values and never touch pool internals. Not thread-safe: only the engine loop calls
-// it.
+// read-only values and ask questions (n_blocks_available(), occupancy(), prefix_caching()...)
+// instead of reaching into the pool or the prefix cache. Not thread-safe: only the engine loop
+// calls it.
 //
 // Prefix caching (docs/design-prefix-cache.md): a sequence added with add_sequence_from_prefix()
 // starts with the longest cached prefix of its tokens; commit_and_register(seq, tokens)
@@ -76,6 +77,16 @@ struct KvCacheStats {
   }
 };
 
+// Block occupancy at one moment. used + cached + free == total; allocation can take
+// cached + free (cached blocks are evicted as they are taken).
+struct KvOccupancy {
+  int total = 0;
+  int used = 0;    // ref_count > 0: in some sequence's table
+  int cached = 0;  // ref_count == 0 with a prefix-cache key: evictable
+  int free = 0;    // ref_count == 0, no key: holds nothing
+  int available() const { return cached + free; }
+};
+
 class KvCacheManager {
  public:
   // Creates storage for n_blocks blocks of `layout`. prefix: null means NoPrefixCache.
@@ -87,12 +98,30 @@ class KvCacheManager {
 
   const KvLayout& layout() const { return storage_->layout(); }
   int block_size() const { return layout().block_size; }
-  const BlockPool& pool() const { return pool_; }
+  // The K/V memory. Mutable because the model runner writes K/V into it (and attention reads
+  // it) through the block tables handed out here; the manager owns which blocks hold what.
   KvStorage& storage() { return *storage_; }
   const KvStorage& storage() const { return *storage_; }
-  PrefixCache& prefix_cache() { return *prefix_; }
   // The policy's configuration (kv_policy_bounded(), kv_policy_chunk()... read it).
   const KvPolicy& policy() const { return policy_->config(); }
+
+  // --- questions for callers (instead of the pool and prefix cache themselves) ---
+  // True when completed blocks get content keys, so sequences can share a prompt's blocks
+  // (the cache answers a key for a probe; NoPrefixCache never does).
+  bool prefix_caching() const { return prefix_->key_for(std::nullopt, {}, "").has_value(); }
+  // The prefix cache's name ("off", "xxh3", "sha256").
+  const char* prefix_cache_name() const { return prefix_->name(); }
+  int n_blocks_total() const { return pool_.n_blocks_total(); }
+  // Blocks allocation can hand out now: truly free plus cached-evictable.
+  int n_blocks_available() const { return pool_.n_blocks_available(); }
+  int n_blocks_used() const { return pool_.n_blocks_used(); }
+  KvOccupancy occupancy() const;
+  // The prefix cache itself, for tests that install hooks (e.g. forced key collisions).
+  PrefixCache& prefix_cache_for_testing() { return *prefix_; }
+  // Read-only pool, for tests and dumps (block ids, reference counts, the free queue).
+  // DEPRECATED for engine code: engine_loop.cpp reads occupancy through it; the lead will move
+  // it to occupancy() / n_blocks_total().
+  const BlockPool& pool() const { return pool_; }
 
   // Registers an empty sequence. invalid_argument if the id is in use.
   Status add_sequence(SeqId seq);

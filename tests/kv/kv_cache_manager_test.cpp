@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "prefix/prefix_cache.h"
+
 namespace kvserve {
 namespace {
 
@@ -70,6 +72,50 @@ TEST_F(KvCacheManagerTest, DuplicateSequenceRejected) {
   EXPECT_EQ(kv->add_sequence(3).code(), StatusCode::kInvalidArgument);
   kv->free_sequence(3);
   kv->free_sequence(99);  // unknown: no-op
+}
+
+TEST_F(KvCacheManagerTest, AnswersOccupancyQuestionsWithoutThePool) {
+  EXPECT_FALSE(kv->prefix_caching());  // NoPrefixCache keeps no keys
+  EXPECT_STREQ(kv->prefix_cache_name(), "off");
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  ASSERT_TRUE(kv->reserve(1, 9).is_ok());  // 3 blocks
+  const KvOccupancy o = kv->occupancy();
+  EXPECT_EQ(o.total, 6);
+  EXPECT_EQ(o.used, 3);
+  EXPECT_EQ(o.cached, 0);
+  EXPECT_EQ(o.free, 3);
+  EXPECT_EQ(o.available(), 3);
+  EXPECT_EQ(kv->n_blocks_total(), 6);
+  EXPECT_EQ(kv->n_blocks_used(), 3);
+  EXPECT_EQ(kv->n_blocks_available(), 3);
+  kv->free_sequence(1);
+}
+
+// "free" counts blocks holding nothing; "available" adds the cached ones allocation may evict.
+TEST(KvCacheManager, FreeExcludesCachedBlocksAvailableIncludesThem) {
+  auto m = KvCacheManager::create(small_layout(4), 6,
+                                  std::make_unique<HashPrefixCache>(HashKind::kXxh3_128, Digest{}));
+  ASSERT_TRUE(m.is_ok());
+  KvCacheManager& kv = **m;
+  EXPECT_TRUE(kv.prefix_caching());
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  ASSERT_TRUE(kv.add_sequence_from_prefix(1, toks).is_ok());
+  kv.commit_and_register(1, toks);  // registers the 2 full blocks
+  kv.free_sequence(1);
+  const KvOccupancy o = kv.occupancy();
+  EXPECT_EQ(o.used, 0);
+  EXPECT_EQ(o.cached, 2);
+  EXPECT_EQ(o.free, 4);
+  EXPECT_EQ(kv.n_blocks_available(), 6);
+  const KvCacheStats st = kv.stats();
+  EXPECT_EQ(st.n_blocks_cached, 2);
+  EXPECT_EQ(st.n_blocks_empty, 4);
+  // commit() without tokens registers nothing.
+  ASSERT_TRUE(kv.add_sequence(2).is_ok());
+  ASSERT_TRUE(kv.reserve(2, 8).is_ok());
+  kv.commit(2, 8);
+  kv.free_sequence(2);
+  EXPECT_EQ(kv.occupancy().cached, 2);
 }
 
 TEST_F(KvCacheManagerTest, DumpListsSequences) {

@@ -267,7 +267,7 @@ TEST(NoPrefixCache, NeverHitsAndKeepsNoKeys) {
     kv.free_sequence(s);
   }
   EXPECT_EQ(kv.pool().n_blocks_cached(), 0);
-  EXPECT_STREQ(kv.prefix_cache().name(), "off");
+  EXPECT_STREQ(kv.prefix_cache_name(), "off");
 }
 
 TEST(BlockKey, ChainsParentTokensAndExtra) {
