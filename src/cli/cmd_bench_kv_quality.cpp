@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "core/bytes.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_type.h"
 

@@ -150,7 +150,7 @@ int run(const GenerateFlags& f) {
                     {"prefill_tokens_per_s",
                      res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0}};
     j["kv"] = {{"block_size", kv.block_size},
-               {"blocks_total", (*gen)->kv().pool().n_blocks_total()},
+               {"blocks_total", (*gen)->kv().n_blocks_total()},
                {"blocks_used_peak", res->blocks_used_peak},
                {"bytes_per_token", kv.bytes_per_token()},
                {"type", kv_types},
@@ -167,7 +167,7 @@ int run(const GenerateFlags& f) {
                  req.prompt.size(), res->prefill_ms,
                  res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0.0,
                  res->tokens.size(), decode_tps, res->blocks_used_peak,
-                 (*gen)->kv().pool().n_blocks_total(), kv.block_size, kv_types.c_str(),
+                 (*gen)->kv().n_blocks_total(), kv.block_size, kv_types.c_str(),
                  kv_policy_name((*gen)->kv().policy()).c_str(), res->finish_reason.c_str());
   }
   return 0;

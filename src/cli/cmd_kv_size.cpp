@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "core/bytes.h"
 #include "kv/kv_planner.h"
 #include "kv/kv_storage.h"
 

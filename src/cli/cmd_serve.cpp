@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cli/common.h"
+#include "core/bytes.h"
 #include "core/memory_info.h"
 #include "engine/engine_loop.h"
 #include "model/gguf.h"

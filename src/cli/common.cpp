@@ -1,4 +1,5 @@
 #include "cli/common.h"
+#include "core/bytes.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

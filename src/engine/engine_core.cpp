@@ -40,7 +40,7 @@ EngineCore::EngineCore(const Model& model, const EngineCoreOptions& opts, int n_
       scheduler_(*kv_, opts.sched),
       output_(model, max_len_),
       block_size_(kv_->block_size()),
-      n_blocks_total_(kv_->pool().n_blocks_total()),
+      n_blocks_total_(kv_->n_blocks_total()),
       watermark_blocks_(scheduler_.watermark_blocks()) {
   update_stats();
 }
@@ -224,11 +224,11 @@ void EngineCore::finish_all(const std::string& reason) {
 }
 
 void EngineCore::update_stats() {
-  const BlockPool& p = kv_->pool();
-  stats_.kv_blocks_total = p.n_blocks_total();
-  stats_.kv_blocks_used = p.n_blocks_used();
-  stats_.kv_blocks_free = p.n_blocks_free() - p.n_blocks_cached();
-  stats_.kv_blocks_cached = p.n_blocks_cached();
+  const KvOccupancy o = kv_->occupancy();
+  stats_.kv_blocks_total = o.total;
+  stats_.kv_blocks_used = o.used;
+  stats_.kv_blocks_free = o.free;
+  stats_.kv_blocks_cached = o.cached;
   const KvCacheStats ks = kv_->stats();
   stats_.prefix_cache_queries_total = ks.n_query_tokens;
   stats_.prefix_cache_hits_total = ks.n_hit_tokens;

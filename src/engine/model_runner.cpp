@@ -189,9 +189,9 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
                     v_.data() + static_cast<size_t>(r) * kv_dim);
   };
   // RoPE (and K smoothing) row by row, over the pool, each row then written to the cache. The
-  // observer sees rows in order, and q4 K rows are written in order (its staging is not
-  // thread-safe); every other type writes only the row's own slot.
-  const bool write_in_rows = !k_observer_ && kv_.layout().k_type != KvType::kQ4;
+  // observer sees rows in order, and a storage without parallel token writes (q4 K staging)
+  // gets its rows from one thread, in order; otherwise each row writes only its own slot.
+  const bool write_in_rows = !k_observer_ && kv_.layout().parallel_token_writes();
   auto rotate_row = [&](int r) {
     const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
     const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;

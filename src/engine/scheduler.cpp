@@ -9,7 +9,7 @@
 namespace kvserve {
 
 Scheduler::Scheduler(KvCacheManager& kv, const SchedulerOptions& opts) : kv_(kv), opts_(opts) {
-  const int total = kv_.pool().n_blocks_total();
+  const int total = kv_.n_blocks_total();
   watermark_blocks_ =
       opts_.watermark > 0 ? std::max(1, static_cast<int>(std::ceil(opts_.watermark * total))) : 0;
   if (watermark_blocks_ >= total) watermark_blocks_ = 0;  // tiny caches: no headroom to spare
@@ -141,7 +141,7 @@ void Scheduler::admit() {
     if (s.swapped) {
       // Swapped out: back with exactly its blocks, nothing to recompute.
       const int n_back = s.swapped->n_blocks();
-      if (n_back + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+      if (n_back + pending + watermark_blocks_ > kv_.n_blocks_available()) break;
       const size_t bytes = s.swapped->bytes();
       if (!kv_.swap_in(s.id, *s.swapped).is_ok()) break;
       s.swapped.reset();
@@ -152,14 +152,14 @@ void Scheduler::admit() {
     }
     const int need =
         kv_policy_seq_blocks(kv_.policy(), kv_.block_size(), opts_.max_batch_tokens, s.n_known());
-    if (need + watermark_blocks_ > kv_.pool().n_blocks_total()) {
+    if (need + watermark_blocks_ > kv_.n_blocks_total()) {
       if (running_.empty()) {  // can never fit: hand it to the engine to finish
         unfittable_ = std::move(waiting_.front());
         waiting_.pop_front();
       }
       break;
     }
-    if (need + pending + watermark_blocks_ > kv_.pool().n_blocks_free()) break;
+    if (need + pending + watermark_blocks_ > kv_.n_blocks_available()) break;
     if (!start(s)) break;  // out of blocks after all: wait for the next step
     if (s.n_preemptions == 0) s.n_cached = s.n_computed;
     running_.push_back(std::move(waiting_.front()));
@@ -313,7 +313,8 @@ std::vector<ForkedSeq> Scheduler::commit(const std::vector<ScheduledChunk>& plan
     }
     if (req.use_prefix_cache) {
       // Registers every block this chunk filled with the prefix cache.
-      kv_.commit(c.seq->id, std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
+      kv_.commit_and_register(c.seq->id,
+                              std::span<const int32_t>(c.seq->tokens.data(), c.seq->n_computed));
     } else {
       kv_.commit(c.seq->id, c.seq->n_computed);
     }

@@ -155,7 +155,7 @@ const KernelTable& table() {
   static const KernelTable t{CpuLevel::kScalar, matmul_f32,    matmul_f16, matmul_bf16, matmul_q8_0,
                              matmul_q4_0,       quantize_acts, false,      1,           dot_f32,
                              axpy_f32,          sum_squares,   scale_mul,  swiglu,      nullptr,
-                             nullptr,           nullptr};
+                             nullptr,           nullptr,       nullptr,    nullptr};
   return t;
 }
 

@@ -233,6 +233,48 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
   }
 }
 
+// fp32 -> fp16 / bf16 rows of the KV cache (KernelTable::fp16_row). vcvtps2ph with
+// round-to-nearest-even gives fp32_to_fp16's bits for every non-NaN input (overflow to inf,
+// subnormal halves, values that round to zero). On a NaN it keeps the top payload bits where
+// fp32_to_fp16 returns sign | 0x7e00, so NaN lanes are first replaced by sign | 0x7fc00000,
+// which converts to exactly that. The bf16 path is the integer rounding of fp32_to_bf16 lane
+// by lane (vcvtneps2bf16 would flush subnormal inputs to zero).
+constexpr int kCvtRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+int64_t fp16_row(const float* x, uint8_t* out, int64_t n) {
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    v = _mm256_blendv_ps(v, _mm256_or_ps(_mm256_and_ps(v, sign), qnan), nan);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_cvtps_ph(v, kCvtRound));
+  }
+  return i;
+}
+
+int64_t bf16_row(const float* x, uint8_t* out, int64_t n) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+  const __m256i inf = _mm256_set1_epi32(0x7f800000);
+  const __m256i half = _mm256_set1_epi32(0x7fff);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(64);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+    const __m256i hi = _mm256_srli_epi32(u, 16);
+    const __m256i lsb = _mm256_and_si256(hi, one);
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, half), lsb), 16);
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
+    // Every lane is <= 0xffff, so the unsigned saturating pack is a plain narrowing.
+    const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
+  }
+  return i;
+}
+
 }  // namespace
 
 const KernelTable& table() {
@@ -252,7 +294,9 @@ const KernelTable& table() {
                              scalar::table().swiglu,
                              nullptr,
                              nullptr,
-                             nullptr};
+                             nullptr,
+                             fp16_row,
+                             bf16_row};
   return t;
 }
 

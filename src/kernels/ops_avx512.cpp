@@ -653,6 +653,44 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+// fp32 -> fp16 / bf16 rows of the KV cache (KernelTable::fp16_row); the same conversions as
+// the AVX2 ones (see ops_avx2.cpp for why they match the scalar bits), 16 lanes at a time.
+constexpr int kCvtRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+int64_t fp16_row(const float* x, uint8_t* out, int64_t n) {
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  const __m512i qnan = _mm512_set1_epi32(0x7fc00000);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    // (v & sign) | qnan in the NaN lanes (ternary-logic table 0xea = A & B | C).
+    const __m512i u = _mm512_mask_ternarylogic_epi32(_mm512_castps_si512(v), nan, sign, qnan, 0xea);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * i),
+                        _mm512_cvtps_ph(_mm512_castsi512_ps(u), kCvtRound));
+  }
+  return i;
+}
+
+int64_t bf16_row(const float* x, uint8_t* out, int64_t n) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i half = _mm512_set1_epi32(0x7fff);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i quiet = _mm512_set1_epi32(64);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i u = _mm512_loadu_si512(x + i);
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
+    const __m512i hi = _mm512_srli_epi32(u, 16);
+    const __m512i lsb = _mm512_and_si512(hi, one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, half), lsb), 16);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, quiet));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * i), _mm512_cvtepi32_epi16(r));
+  }
+  return i;
+}
+
 }  // namespace
 
 const KernelTable& table() {
@@ -672,7 +710,9 @@ const KernelTable& table() {
                              swiglu,
                              packed_bytes,
                              pack_q8_0,
-                             pack_q4_0};
+                             pack_q4_0,
+                             fp16_row,
+                             bf16_row};
   return t;
 }
 

@@ -83,6 +83,12 @@ struct KernelTable {
   size_t (*packed_bytes)(int64_t rows, int64_t cols);
   void (*pack_q8_0)(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out);
   void (*pack_q4_0)(const MatArgs& a, int64_t r0, int64_t r1, uint8_t* out);
+  // KV cache row conversion (kv/kv_quant.h): converts x[0, m) to fp16 (resp. bf16) bits at
+  // out (2 bytes each, any alignment), for the largest m <= n the level does in whole vectors,
+  // bit for bit fp32_to_fp16 (resp. fp32_to_bf16) NaNs included, and returns m; the caller
+  // converts the tail with the scalar code. nullptr where a level has no vector path.
+  int64_t (*fp16_row)(const float* x, uint8_t* out, int64_t n);
+  int64_t (*bf16_row)(const float* x, uint8_t* out, int64_t n);
 };
 
 // The table for a level, or nullptr where this CPU (or build) lacks it. kScalar always exists.

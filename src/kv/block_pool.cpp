@@ -122,7 +122,7 @@ std::vector<BlockId> BlockPool::free_queue() const {
 std::string BlockPool::dump() const {
   std::ostringstream os;
   os << "blocks total=" << n_blocks_total() << " used=" << n_blocks_used()
-     << " free=" << n_blocks_free();
+     << " free=" << n_blocks_available();
   if (n_cached_ > 0) os << " cached=" << n_cached_;
   os << "\nrefs [";
   for (int i = 0; i < n_blocks_total(); ++i) {

@@ -39,9 +39,10 @@ class BlockPool {
   explicit BlockPool(int n_blocks);
 
   int n_blocks_total() const { return static_cast<int>(ref_count_.size()); }
-  // Blocks allocate() can hand out: truly free plus cached-evictable.
-  int n_blocks_free() const { return n_queued_; }
-  // Of n_blocks_free(), those still holding a key (evictable prefix-cache content).
+  // Blocks allocate() can hand out: truly free plus cached-evictable (the free queue).
+  int n_blocks_available() const { return n_queued_; }
+  // Of n_blocks_available(), those still holding a key (evictable prefix-cache content); the
+  // truly free ones are n_blocks_available() - n_blocks_cached().
   int n_blocks_cached() const { return n_cached_; }
   int n_blocks_used() const { return n_blocks_total() - n_queued_; }
   bool can_allocate(int n) const { return n >= 0 && n <= n_queued_; }
@@ -77,7 +78,8 @@ class BlockPool {
 
   // Free-queue order, front first (for tests and dumps).
   std::vector<BlockId> free_queue() const;
-  // "blocks total=8 used=3 free=5" (+ " cached=N" when some are cached), then a map
+  // "blocks total=8 used=3 free=5" (free: n_blocks_available(); + " cached=N" when some of
+  // those are cached), then a map
   // "refs [1 1 2 c c . . .]" ('.' free, 'c' cached), then one line per keyed block.
   std::string dump() const;
 

@@ -8,38 +8,55 @@
 
 namespace kvserve {
 
-namespace {
-
-// Policies the storage can carry out: H2O moves single tokens' rows between blocks, which a
-// K quantized per channel over a whole block (q4) cannot do without requantizing its block.
-Status kv_policy_supported(const KvPolicy& policy, const KvLayout& layout) {
-  if (std::holds_alternative<HeavyHitterKv>(policy) && layout.k_type == KvType::kQ4) {
-    return unsupported(
-        "H2O eviction cannot be combined with q4 K (quantized per channel over a block); use "
-        "--kv-type-k q8, fp8 or a float type");
+// The cache as the policy may change it: each operation keeps pool, storage and the
+// copy-on-write counter consistent, as the manager's own paths do.
+class KvCacheManager::PolicyOps final : public KvBlockOps {
+ public:
+  explicit PolicyOps(KvCacheManager& m) : m_(m) {}
+  int block_size() const override { return m_.block_size(); }
+  bool is_private(BlockId id) const override {
+    return m_.pool_.ref_count(id) <= 1 && !m_.pool_.has_key(id);
   }
-  return Status::ok();
-}
+  Status copy_on_write(BlockTable& table, std::span<const int> logical) override {
+    auto ids = m_.pool_.allocate(static_cast<int>(logical.size()));
+    if (!ids) return ids.status();
+    for (size_t c = 0; c < logical.size(); ++c) {
+      BlockId& id = table.blocks[logical[c]];
+      m_.storage_->copy_block(id, (*ids)[c]);
+      m_.release_block(id);
+      id = (*ids)[c];
+      ++m_.n_cow_copies_;
+    }
+    return Status::ok();
+  }
+  void release(BlockId id) override { m_.release_block(id); }
+  void copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot) override {
+    m_.storage_->copy_token(src, src_slot, dst, dst_slot);
+  }
 
-}  // namespace
+ private:
+  KvCacheManager& m_;
+};
 
 Result<std::unique_ptr<KvCacheManager>> KvCacheManager::create(const KvLayout& layout, int n_blocks,
                                                                std::unique_ptr<PrefixCache> prefix,
                                                                const KvPolicy& policy,
                                                                KvCommit commit) {
   KV_RETURN_IF_ERROR(validate_kv_policy(policy));
-  KV_RETURN_IF_ERROR(kv_policy_supported(policy, layout));
+  auto impl = make_kv_policy(policy);
+  KV_RETURN_IF_ERROR(impl->check_layout(layout));
   KV_ASSIGN_OR_RETURN(auto storage, KvStorage::create(layout, n_blocks, commit));
   if (!prefix) prefix = std::make_unique<NoPrefixCache>();
   return std::unique_ptr<KvCacheManager>(
-      new KvCacheManager(std::move(storage), std::move(prefix), policy));
+      new KvCacheManager(std::move(storage), std::move(prefix), std::move(impl)));
 }
 
 KvCacheManager::KvCacheManager(std::unique_ptr<KvStorage> storage,
-                               std::unique_ptr<PrefixCache> prefix, const KvPolicy& policy)
+                               std::unique_ptr<PrefixCache> prefix,
+                               std::unique_ptr<KvPolicyImpl> policy)
     : storage_(std::move(storage)),
       prefix_(std::move(prefix)),
-      policy_(policy),
+      policy_(std::move(policy)),
       pool_(storage_->n_blocks()) {}
 
 KvCacheManager::SeqState& KvCacheManager::state(SeqId seq) {
@@ -64,10 +81,16 @@ void KvCacheManager::note_peak() {
   peak_used_ = std::max(peak_used_, pool_.n_blocks_used());
 }
 
+void KvCacheManager::emplace_sequence(SeqId seq, SeqState s) {
+  policy_->add(seq, s.n_pos, s.table.n_blocks() * block_size());
+  seqs_.emplace(seq, std::move(s));
+}
+
 Status KvCacheManager::add_sequence(SeqId seq) {
-  if (!seqs_.emplace(seq, SeqState{}).second) {
+  if (has_sequence(seq)) {
     return invalid_argument("sequence " + std::to_string(seq) + " already exists");
   }
+  emplace_sequence(seq, SeqState{});
   return Status::ok();
 }
 
@@ -79,20 +102,19 @@ Result<int> KvCacheManager::add_sequence_from_prefix(SeqId seq, std::span<const 
   if (tokens.empty()) return invalid_argument("no tokens to match");
   const int bs = block_size();
   const int max_blocks = (static_cast<int>(tokens.size()) - 1) / bs;
-  PrefixMatch m =
-      prefix_->match(pool_, tokens, bs, max_blocks, salt, std::get_if<WindowKv>(&policy_));
+  PrefixMatch m = prefix_->match(pool_, tokens, bs, max_blocks, salt, policy_->match_window());
   // Plan: matched blocks at ref 0 leave the free queue, so they no longer count as allocatable.
   int n_matched_idle = 0;
   for (BlockId id : m.blocks) n_matched_idle += id != kNoBlock && pool_.ref_count(id) == 0;
   // A bounded policy reserves chunk by chunk (the engine calls reserve), so a long prompt never
   // holds all its blocks at once.
-  const int n_new = kv_policy_bounded(policy_)
+  const int n_new = kv_policy_bounded(policy())
                         ? 0
                         : blocks_for_tokens(static_cast<int>(tokens.size()), bs) -
                               static_cast<int>(m.blocks.size());
-  if (n_new > pool_.n_blocks_free() - n_matched_idle) {
+  if (n_new > pool_.n_blocks_available() - n_matched_idle) {
     return out_of_memory("KV cache full: need " + std::to_string(n_new) + " blocks, " +
-                         std::to_string(pool_.n_blocks_free() - n_matched_idle) + " of " +
+                         std::to_string(pool_.n_blocks_available() - n_matched_idle) + " of " +
                          std::to_string(pool_.n_blocks_total()) + " free");
   }
   // Commit: take the hits first (so allocation cannot evict them), then the fresh blocks.
@@ -108,13 +130,8 @@ Result<int> KvCacheManager::add_sequence_from_prefix(SeqId seq, std::span<const 
   s.table.n_tokens = static_cast<int>(m.blocks.size()) * bs;
   s.keys = std::move(m.keys);
   s.n_pos = s.table.n_tokens;
-  if (std::holds_alternative<HeavyHitterKv>(policy_)) {
-    s.slot_pos.resize(s.n_pos);
-    for (int i = 0; i < s.n_pos; ++i) s.slot_pos[i] = i;
-    s.score.assign(s.table.blocks.size() * bs, 0.0f);
-  }
   const int n_cached = s.table.n_tokens;
-  seqs_.emplace(seq, std::move(s));
+  emplace_sequence(seq, std::move(s));
   ++n_prefix_queries_;
   n_query_tokens_ += static_cast<int64_t>(tokens.size());
   n_hit_tokens_ += n_cached;
@@ -134,6 +151,7 @@ Status KvCacheManager::fork(SeqId parent, SeqId child) {
     if (id != kNoBlock) pool_.ref(id);
   }
   seqs_.emplace(child, std::move(s));
+  policy_->fork(parent, child);
   return Status::ok();
 }
 
@@ -173,9 +191,7 @@ Status KvCacheManager::reserve(SeqId seq, int n_tokens) {
     ++n_cow_copies_;
   }
   t.blocks.insert(t.blocks.end(), ids->begin(), ids->begin() + need);
-  if (std::holds_alternative<HeavyHitterKv>(policy_)) {
-    s.score.resize(t.blocks.size() * block_size(), 0.0f);
-  }
+  policy_->grow(seq, t.n_blocks() * block_size());
   note_peak();
   return Status::ok();
 }
@@ -184,123 +200,29 @@ void KvCacheManager::commit(SeqId seq, int n_pos) {
   SeqState& s = state(seq);
   const int n_slots = s.table.n_tokens + (n_pos - s.n_pos);
   KV_ASSERT(n_pos >= 0 && n_slots >= 0 && n_slots <= s.table.n_blocks() * block_size());
-  if (std::holds_alternative<HeavyHitterKv>(policy_)) {
-    s.slot_pos.resize(std::max(n_slots, 0));
-    for (int i = s.table.n_tokens; i < n_slots; ++i)
-      s.slot_pos[i] = s.n_pos + (i - s.table.n_tokens);
-    // Slots rewound (a rejected commit range) keep no score.
-    for (int i = n_slots; i < s.table.n_tokens; ++i) s.score[i] = 0.0f;
-  }
+  policy_->commit(seq, s.table.n_tokens, n_slots, s.n_pos);
   s.table.n_tokens = n_slots;
   s.n_pos = n_pos;
   if (static_cast<int>(s.keys.size()) > n_slots / block_size())
     s.keys.resize(n_slots / block_size());
 }
 
-void KvCacheManager::commit(SeqId seq, std::span<const int32_t> tokens) {
+void KvCacheManager::commit_and_register(SeqId seq, std::span<const int32_t> tokens) {
   commit(seq, static_cast<int>(tokens.size()));
-  SeqState& s = state(seq);
-  if (!s.compacted) register_full_blocks(s, tokens);
+  if (policy_->slots_are_positions(seq)) register_full_blocks(state(seq), tokens);
 }
 
 float* KvCacheManager::attention_scores(SeqId seq) {
-  SeqState& s = state(seq);
-  return std::holds_alternative<HeavyHitterKv>(policy_) ? s.score.data() : nullptr;
+  KV_ASSERT(has_sequence(seq));
+  return policy_->attention_scores(seq);
 }
 
 Status KvCacheManager::enforce_policy(SeqId seq) {
   SeqState& s = state(seq);
-  if (const auto* w = std::get_if<WindowKv>(&policy_)) {
-    release_outside_window(s, *w);
-  } else if (const auto* h = std::get_if<HeavyHitterKv>(&policy_)) {
-    KV_RETURN_IF_ERROR(evict_heavy_hitters(s, *h));
-  }
-  return Status::ok();
-}
-
-void KvCacheManager::release_outside_window(SeqState& s, const WindowKv& w) {
-  // Queries from position n_pos on see [0, sink) and [n_pos - window + 1, ...).
-  const int bs = block_size();
-  const int first_kept = window_first_block(w, s.n_pos, bs);
-  const int first_free = window_sink_blocks(w, bs);
-  for (int b = first_free; b < std::min(first_kept, s.table.n_blocks()); ++b) {
-    BlockId& id = s.table.blocks[b];
-    if (id == kNoBlock) continue;
-    release_block(id);
-    id = kNoBlock;
-    ++n_window_released_;
-  }
-}
-
-Status KvCacheManager::evict_heavy_hitters(SeqState& s, const HeavyHitterKv& h) {
-  const int n = s.table.n_tokens;
-  if (n <= h.keep) return Status::ok();
-  const int bs = block_size();
-  // Victims: the n - keep lowest-scored slots outside the recent window (older first on ties).
-  const int recent_from = s.n_pos - h.recent;
-  std::vector<int> cand;
-  for (int i = 0; i < n; ++i) {
-    if (s.slot_pos[i] < recent_from) cand.push_back(i);
-  }
-  const int n_evict = std::min(n - h.keep, static_cast<int>(cand.size()));
-  if (n_evict <= 0) return Status::ok();
-  auto lower = [&](int a, int b) {
-    return s.score[a] != s.score[b] ? s.score[a] < s.score[b] : s.slot_pos[a] < s.slot_pos[b];
-  };
-  std::partial_sort(cand.begin(), cand.begin() + n_evict, cand.end(), lower);
-  std::vector<char> victim(n, 0);
-  for (int i = 0; i < n_evict; ++i) victim[cand[i]] = 1;
-  // Holes below the new length are filled by the kept slots above it, in slot order.
-  const int new_n = n - n_evict;
-  std::vector<int> holes, sources;
-  for (int i = 0; i < new_n; ++i) {
-    if (victim[i]) holes.push_back(i);
-  }
-  for (int i = new_n; i < n; ++i) {
-    if (!victim[i]) sources.push_back(i);
-  }
-  KV_ASSERT(holes.size() == sources.size());
-  // Blocks about to be rewritten must be private and unkeyed: plan every copy first, so a
-  // failed allocation changes nothing.
-  std::vector<int> to_copy;
-  for (int hole : holes) {
-    const int b = hole / bs;
-    const BlockId id = s.table.blocks[b];
-    if ((pool_.ref_count(id) > 1 || pool_.has_key(id)) &&
-        (to_copy.empty() || to_copy.back() != b)) {
-      to_copy.push_back(b);
-    }
-  }
-  if (!to_copy.empty()) {
-    auto ids = pool_.allocate(static_cast<int>(to_copy.size()));
-    if (!ids) return ids.status();
-    for (size_t c = 0; c < to_copy.size(); ++c) {
-      BlockId& id = s.table.blocks[to_copy[c]];
-      storage_->copy_block(id, (*ids)[c]);
-      release_block(id);
-      id = (*ids)[c];
-      ++n_cow_copies_;
-    }
-  }
-  for (size_t i = 0; i < holes.size(); ++i) {
-    const int dst = holes[i], src = sources[i];
-    storage_->copy_token(s.table.blocks[src / bs], src % bs, s.table.blocks[dst / bs], dst % bs);
-    s.score[dst] = s.score[src];
-    s.slot_pos[dst] = s.slot_pos[src];
-  }
-  for (int i = new_n; i < n; ++i) s.score[i] = 0.0f;
-  s.slot_pos.resize(new_n);
-  s.table.n_tokens = new_n;
-  // Blocks past the new end are empty now: release them, tail first.
-  const int keep_blocks = blocks_for_tokens(new_n, bs);
-  while (s.table.n_blocks() > keep_blocks) {
-    release_block(s.table.blocks.back());
-    s.table.blocks.pop_back();
-  }
-  s.score.resize(static_cast<size_t>(s.table.n_blocks()) * bs);
-  s.keys.clear();  // slots are no longer positions: nothing more is registered
-  s.compacted = true;
-  n_h2o_evicted_ += n_evict;
+  PolicyOps ops(*this);
+  KV_RETURN_IF_ERROR(policy_->enforce(seq, s.table, s.n_pos, ops));
+  // Rows moved: slots are no longer positions, so no key describes them any more.
+  if (!policy_->slots_are_positions(seq)) s.keys.clear();
   return Status::ok();
 }
 
@@ -328,6 +250,7 @@ void KvCacheManager::free_sequence(SeqId seq) {
     if (*b != kNoBlock) release_block(*b);
   }
   seqs_.erase(it);
+  policy_->free(seq);
 }
 
 int SwappedKv::n_blocks() const {
@@ -340,6 +263,7 @@ Result<SwappedKv> KvCacheManager::swap_out(SeqId seq) {
   if (!can_swap()) return unsupported("swap preemption cannot export q4 K blocks");
   SwappedKv out;
   out.state = state(seq);
+  out.policy_state = policy_->detach(seq);
   const size_t bpb = layout().bytes_per_block();
   out.data.resize(out.n_blocks() * bpb);
   uint8_t* p = out.data.data();
@@ -368,6 +292,7 @@ Status KvCacheManager::swap_in(SeqId seq, SwappedKv& in) {
     p += bpb;
   }
   seqs_.emplace(seq, std::move(in.state));
+  policy_->attach(seq, std::move(in.policy_state));
   in = SwappedKv{};
   note_peak();
   return Status::ok();
@@ -384,12 +309,21 @@ KvCacheStats KvCacheManager::stats() const {
   st.n_hit_tokens = n_hit_tokens_;
   st.n_evictions = pool_.n_evictions();
   st.n_cow_copies = n_cow_copies_;
-  st.n_window_released = n_window_released_;
-  st.n_h2o_evicted = n_h2o_evicted_;
-  st.n_blocks_used = pool_.n_blocks_used();
-  st.n_blocks_cached = pool_.n_blocks_cached();
-  st.n_blocks_empty = pool_.n_blocks_free() - pool_.n_blocks_cached();
+  policy_->add_stats(st);
+  const KvOccupancy o = occupancy();
+  st.n_blocks_used = o.used;
+  st.n_blocks_cached = o.cached;
+  st.n_blocks_empty = o.free;
   return st;
+}
+
+KvOccupancy KvCacheManager::occupancy() const {
+  KvOccupancy o;
+  o.total = pool_.n_blocks_total();
+  o.used = pool_.n_blocks_used();
+  o.cached = pool_.n_blocks_cached();
+  o.free = pool_.n_blocks_available() - o.cached;
+  return o;
 }
 
 std::string KvCacheManager::dump() const {

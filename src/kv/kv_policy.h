@@ -6,6 +6,8 @@
 //                  Blocks wholly outside both are freed as the sequence moves on.
 //   HeavyHitterKv  H2O: at most `keep` tokens, the `recent` newest plus those with the largest
 //                  attention accumulated so far; the others are evicted after each step.
+// This is the configuration, a value copied into options; the behaviour (what enforce_policy()
+// releases or evicts, and the per-sequence state it needs) is in kv/kv_policy_impl.h.
 #pragma once
 
 #include <string>

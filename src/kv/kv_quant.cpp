@@ -3,10 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define KVSERVE_KV_QUANT_X86 1
-#endif
+#include "kernels/ops_impl.h"
 
 namespace kvserve {
 
@@ -64,120 +61,48 @@ void bf16_row_scalar(const float* x, uint8_t* out, int n) {
   }
 }
 
-#if KVSERVE_KV_QUANT_X86
-// GCC 12 warns about the _mm*_undefined_* placeholders inside its own intrinsics.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-// vcvtps2ph with round-to-nearest-even gives fp32_to_fp16's bits for every non-NaN input
-// (overflow to inf, subnormal halves, values that round to zero). On a NaN it keeps the top
-// payload bits where fp32_to_fp16 returns sign | 0x7e00, so NaN lanes are first replaced by
-// sign | 0x7fc00000, which converts to exactly that. The bf16 paths are the integer rounding of
-// fp32_to_bf16 lane by lane (vcvtneps2bf16 would flush subnormal inputs to zero).
-constexpr int kCvtRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void fp16_row_avx512(const float* x,
-                                                                               uint8_t* out,
-                                                                               int n) {
-  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  const __m512i qnan = _mm512_set1_epi32(0x7fc00000);
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    // (v & sign) | qnan in the NaN lanes (ternary-logic table 0xea = A & B | C).
-    const __m512i u = _mm512_mask_ternarylogic_epi32(_mm512_castps_si512(v), nan, sign, qnan, 0xea);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * i),
-                        _mm512_cvtps_ph(_mm512_castsi512_ps(u), kCvtRound));
-  }
-  fp16_row_scalar(x + i, out + 2 * i, n - i);
+// The vector prefix of a row conversion by the kernel table k (KernelTable::fp16_row or
+// bf16_row): how many leading elements it converted (0 without a vector path).
+using RowFn = int64_t (*)(const float*, uint8_t*, int64_t);
+int vector_prefix(const kernels::KernelTable* k, RowFn kernels::KernelTable::*fn, const float* x,
+                  uint8_t* out, int n) {
+  const RowFn f = k ? k->*fn : nullptr;
+  return f ? static_cast<int>(f(x, out, n)) : 0;
 }
 
-__attribute__((target("avx2,f16c"))) void fp16_row_avx2(const float* x, uint8_t* out, int n) {
-  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  const __m256 qnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-    v = _mm256_blendv_ps(v, _mm256_or_ps(_mm256_and_ps(v, sign), qnan), nan);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), _mm256_cvtps_ph(v, kCvtRound));
-  }
-  fp16_row_scalar(x + i, out + 2 * i, n - i);
+// The table for a forced level, capped at what this CPU has.
+const kernels::KernelTable* table_for(CpuLevel level) {
+  return kernels::kernel_table(std::min(level, cpu_level()));
 }
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void bf16_row_avx512(const float* x,
-                                                                          uint8_t* out, int n) {
-  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
-  const __m512i inf = _mm512_set1_epi32(0x7f800000);
-  const __m512i half = _mm512_set1_epi32(0x7fff);
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i quiet = _mm512_set1_epi32(64);
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512i u = _mm512_loadu_si512(x + i);
-    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
-    const __m512i hi = _mm512_srli_epi32(u, 16);
-    const __m512i lsb = _mm512_and_si512(hi, one);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, half), lsb), 16);
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, quiet));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * i), _mm512_cvtepi32_epi16(r));
-  }
-  bf16_row_scalar(x + i, out + 2 * i, n - i);
-}
-
-__attribute__((target("avx2"))) void bf16_row_avx2(const float* x, uint8_t* out, int n) {
-  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
-  const __m256i inf = _mm256_set1_epi32(0x7f800000);
-  const __m256i half = _mm256_set1_epi32(0x7fff);
-  const __m256i one = _mm256_set1_epi32(1);
-  const __m256i quiet = _mm256_set1_epi32(64);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
-    const __m256i hi = _mm256_srli_epi32(u, 16);
-    const __m256i lsb = _mm256_and_si256(hi, one);
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, half), lsb), 16);
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
-    // Every lane is <= 0xffff, so the unsigned saturating pack is a plain narrowing.
-    const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i), h);
-  }
-  bf16_row_scalar(x + i, out + 2 * i, n - i);
-}
-
-#pragma GCC diagnostic pop
-#endif
 
 }  // namespace
 
+// The SIMD inner loops live with the other kernels (kernels/ops_avx2.cpp, ops_avx512.cpp),
+// dispatched by their tables; the scalar code here converts what they leave.
 void fp32_to_fp16_row(const float* x, void* out, int n, CpuLevel level) {
   uint8_t* o = static_cast<uint8_t*>(out);
-#if KVSERVE_KV_QUANT_X86
-  level = std::min(level, cpu_level());
-  if (level == CpuLevel::kAvx512) return fp16_row_avx512(x, o, n);
-  if (level == CpuLevel::kAvx2) return fp16_row_avx2(x, o, n);
-#endif
-  fp16_row_scalar(x, o, n);
+  const int done = vector_prefix(table_for(level), &kernels::KernelTable::fp16_row, x, o, n);
+  fp16_row_scalar(x + done, o + 2 * done, n - done);
 }
 
 void fp32_to_fp16_row(const float* x, void* out, int n) {
-  fp32_to_fp16_row(x, out, n, cpu_level());
+  uint8_t* o = static_cast<uint8_t*>(out);
+  const int done =
+      vector_prefix(&kernels::active_kernels(), &kernels::KernelTable::fp16_row, x, o, n);
+  fp16_row_scalar(x + done, o + 2 * done, n - done);
 }
 
 void fp32_to_bf16_row(const float* x, void* out, int n, CpuLevel level) {
   uint8_t* o = static_cast<uint8_t*>(out);
-#if KVSERVE_KV_QUANT_X86
-  level = std::min(level, cpu_level());
-  if (level == CpuLevel::kAvx512) return bf16_row_avx512(x, o, n);
-  if (level == CpuLevel::kAvx2) return bf16_row_avx2(x, o, n);
-#endif
-  bf16_row_scalar(x, o, n);
+  const int done = vector_prefix(table_for(level), &kernels::KernelTable::bf16_row, x, o, n);
+  bf16_row_scalar(x + done, o + 2 * done, n - done);
 }
 
 void fp32_to_bf16_row(const float* x, void* out, int n) {
-  fp32_to_bf16_row(x, out, n, cpu_level());
+  uint8_t* o = static_cast<uint8_t*>(out);
+  const int done =
+      vector_prefix(&kernels::active_kernels(), &kernels::KernelTable::bf16_row, x, o, n);
+  bf16_row_scalar(x + done, o + 2 * done, n - done);
 }
 
 uint8_t fp8_e4m3_encode(float x) {

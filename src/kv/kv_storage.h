@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bytes.h"  // parse_byte_size, format_bytes: moved to core, still reached from here
 #include "core/status.h"
 #include "kv/block_pool.h"
 #include "kv/kv_type.h"
@@ -53,6 +54,20 @@ struct KvLayout {
   size_t v_row_stride() const { return kv_row_stride(v_type, KvRole::kV, head_dim); }
   // ok, or invalid_argument for a type / head_dim / block_size combination the kernels cannot do.
   Status check() const;
+
+  // What the storage can do with this layout, so callers ask instead of testing types. All
+  // three are false only for q4 K, quantized per channel over a whole block: its rows are not
+  // self-contained, and a block that is not full lives in f16 staging rows until it is.
+  // A token's rows can be copied to another slot on their own (H2O compaction, copy_token).
+  bool can_copy_tokens() const { return !k_quantized_per_block(); }
+  // Blocks can be exported to host memory and imported back (swap preemption).
+  bool can_export_blocks() const { return !k_quantized_per_block(); }
+  // Distinct slots may be written from several threads at once (write_token); otherwise one
+  // thread writes, in slot order.
+  bool parallel_token_writes() const { return !k_quantized_per_block(); }
+
+ private:
+  bool k_quantized_per_block() const { return k_type == KvType::kQ4; }
 };
 
 // Where the attention kernel reads a tile's rows: rows[t * stride] is token slot t, in `type`
@@ -96,16 +111,18 @@ class KvStorage {
   // to the storage types. q4 K goes to the block's f16 staging rows; writing the last slot
   // (block_size - 1) of a layer quantizes that layer's K tile from them, and the staging is
   // released once every layer's tile is quantized, so a block's slots must be written
-  // with block_size - 1 last. Not thread-safe: the runner writes sequentially, before attention
-  // reads.
+  // with block_size - 1 last. Threads: with layout().parallel_token_writes(), writes of
+  // distinct slots may run at once (the runner writes rows over its thread pool); otherwise
+  // (q4 K: shared staging) one thread writes them in slot order. Either way, before attention
+  // reads them.
   void write_token(int layer, BlockId block, int slot, const float* k, const float* v);
   // Copies every layer's K/V of block src into dst (copy-on-write support), staging included.
   void copy_block(BlockId src, BlockId dst);
   // Copies one token's K and V rows, every layer and kv head, from (src, src_slot) to
-  // (dst, dst_slot) (H2O compaction). Rows must be self-contained: not for q4 K.
+  // (dst, dst_slot) (H2O compaction). Only where layout().can_copy_tokens().
   void copy_token(BlockId src, int src_slot, BlockId dst, int dst_slot);
   // A block's K/V, every layer, to or from layout().bytes_per_block() bytes of host memory (swap
-  // preemption). Not for q4 K, whose partial blocks live in staging.
+  // preemption). Only where layout().can_export_blocks().
   void export_block(BlockId block, uint8_t* dst) const;
   void import_block(const uint8_t* src, BlockId block);
   // The block's last reference is gone: drops its q4 staging rows (a partial block's contents
@@ -149,9 +166,5 @@ class KvStorage {
   int32_t stage_next_ = 0;
   int n_staged_ = 0;
 };
-
-// "512MiB", "2GiB", "1000000", "64KiB", "1.5GB" -> bytes; error on anything else.
-Result<size_t> parse_byte_size(const std::string& text);
-std::string format_bytes(double bytes);  // "1.50 GiB"
 
 }  // namespace kvserve

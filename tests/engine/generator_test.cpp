@@ -51,7 +51,7 @@ RunOut run(const Model& m, std::vector<int32_t> prompt, int n, bool cache, int b
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   RunOut out;
   out.res = std::move(*r);
-  out.blocks_free_after = (*g)->kv().pool().n_blocks_free();
+  out.blocks_free_after = (*g)->kv().pool().n_blocks_available();
   out.blocks_total = (*g)->kv().pool().n_blocks_total();
   return out;
 }
@@ -171,7 +171,7 @@ TEST(Generator, ExhaustedKvBudgetIsAClearErrorAndLeaksNothing) {
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory);
   EXPECT_NE(r.status().message().find("KV cache full"), std::string::npos);
-  EXPECT_EQ((*g)->kv().pool().n_blocks_free(), 3);
+  EXPECT_EQ((*g)->kv().pool().n_blocks_available(), 3);
   EXPECT_EQ((*g)->kv().n_sequences(), 0);
   // The same generator still works for a request that fits.
   req.n_predict = 4;
@@ -198,7 +198,7 @@ TEST(Generator, RejectsBadPrompts) {
   req.prompt = {1, 5};
   req.sampling.top_p = 0;
   EXPECT_EQ((*g)->generate(req).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ((*g)->kv().pool().n_blocks_free(), (*g)->kv().pool().n_blocks_total());
+  EXPECT_EQ((*g)->kv().pool().n_blocks_available(), (*g)->kv().pool().n_blocks_total());
 }
 
 TEST(Generator, StopsAtContextLimitAndAtCancel) {

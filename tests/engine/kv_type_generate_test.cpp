@@ -34,7 +34,7 @@ std::unique_ptr<Generator> make_gen(const Model& m, KvType k, KvType v, bool pre
 
 void expect_clean(Generator& g) {
   EXPECT_EQ(g.kv().pool().n_blocks_used(), 0);
-  EXPECT_EQ(g.kv().pool().n_blocks_free(), g.kv().pool().n_blocks_total());
+  EXPECT_EQ(g.kv().pool().n_blocks_available(), g.kv().pool().n_blocks_total());
   EXPECT_EQ(g.kv().storage().n_staged_blocks(), 0);
 }
 

@@ -45,7 +45,7 @@ GenerateResult gen(Generator& g, const std::vector<int32_t>& prompt, int n,
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   // After every request: nothing left in use, every block free or cached-evictable.
   EXPECT_EQ(g.kv().pool().n_blocks_used(), 0);
-  EXPECT_EQ(g.kv().pool().n_blocks_free(), g.kv().pool().n_blocks_total());
+  EXPECT_EQ(g.kv().pool().n_blocks_available(), g.kv().pool().n_blocks_total());
   return r ? *r : GenerateResult{};
 }
 
@@ -118,7 +118,7 @@ TEST(PrefixGenerate, ForcedCollisionsAreMissesNotWrongOutput) {
   ASSERT_NE(m, nullptr);
   auto on = make_gen(*m, true, 4, 64);
   auto off = make_gen(*m, false, 4, 64);
-  auto* hash = dynamic_cast<HashPrefixCache*>(&on->kv().prefix_cache());
+  auto* hash = dynamic_cast<HashPrefixCache*>(&on->kv().prefix_cache_for_testing());
   ASSERT_NE(hash, nullptr);
   hash->set_key_fn_for_testing([](const std::optional<BlockKey>&, std::span<const int32_t>,
                                   std::string_view) { return BlockKey{}; });

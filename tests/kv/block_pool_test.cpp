@@ -7,7 +7,7 @@ namespace {
 
 TEST(BlockPool, AllocatesInFreeQueueOrderAndReturnsToBack) {
   BlockPool pool(4);
-  EXPECT_EQ(pool.n_blocks_free(), 4);
+  EXPECT_EQ(pool.n_blocks_available(), 4);
   auto a = pool.allocate(2);
   ASSERT_TRUE(a.is_ok());
   EXPECT_EQ(*a, (std::vector<BlockId>{0, 1}));
@@ -23,7 +23,7 @@ TEST(BlockPool, AllocatesInFreeQueueOrderAndReturnsToBack) {
   pool.release(1);
   pool.release(2);
   EXPECT_EQ(pool.free_queue(), (std::vector<BlockId>{3, 0, 1, 2}));
-  EXPECT_EQ(pool.n_blocks_free(), pool.n_blocks_total());
+  EXPECT_EQ(pool.n_blocks_available(), pool.n_blocks_total());
 }
 
 TEST(BlockPool, FailedAllocationChangesNothing) {
@@ -36,9 +36,9 @@ TEST(BlockPool, FailedAllocationChangesNothing) {
   EXPECT_EQ(b.status().code(), StatusCode::kOutOfMemory);
   EXPECT_NE(b.status().message().find("need 2 blocks, 1 of 3 free"), std::string::npos);
   EXPECT_EQ(pool.free_queue(), before);
-  EXPECT_EQ(pool.n_blocks_free(), 1);
+  EXPECT_EQ(pool.n_blocks_available(), 1);
   pool.release(*a);
-  EXPECT_EQ(pool.n_blocks_free(), 3);
+  EXPECT_EQ(pool.n_blocks_available(), 3);
 }
 
 TEST(BlockPool, SharedBlockFreedOnlyAtLastRelease) {
@@ -49,10 +49,10 @@ TEST(BlockPool, SharedBlockFreedOnlyAtLastRelease) {
   pool.ref(id);
   EXPECT_EQ(pool.ref_count(id), 2);
   pool.release(id);
-  EXPECT_EQ(pool.n_blocks_free(), 1);
+  EXPECT_EQ(pool.n_blocks_available(), 1);
   pool.release(id);
   EXPECT_EQ(pool.ref_count(id), 0);
-  EXPECT_EQ(pool.n_blocks_free(), 2);
+  EXPECT_EQ(pool.n_blocks_available(), 2);
 }
 
 TEST(BlockPool, ZeroAndEmpty) {
@@ -101,7 +101,7 @@ TEST(BlockPoolKeys, CachedBlocksStayFindableUntilAllocationEvictsThemInQueueOrde
   EXPECT_FALSE(pool.set_key(2, key_of(1), key_of(0), toks));  // key taken: first one wins
   pool.release(*a);                                           // 0, 1, 2 to the back
   EXPECT_EQ(pool.free_queue(), (std::vector<BlockId>{3, 0, 1, 2}));
-  EXPECT_EQ(pool.n_blocks_free(), 4);
+  EXPECT_EQ(pool.n_blocks_available(), 4);
   EXPECT_EQ(pool.n_blocks_cached(), 2);
   EXPECT_EQ(pool.find(key_of(1)), std::optional<BlockId>(1));
   EXPECT_TRUE(pool.verify(1, key_of(0), toks));

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "prefix/prefix_cache.h"
+
 namespace kvserve {
 namespace {
 
@@ -28,7 +30,9 @@ class KvCacheManagerTest : public ::testing::Test {
     kv = std::move(*m);
   }
   // The invariant every test ends with: every block is back in the pool.
-  void TearDown() override { ASSERT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total()); }
+  void TearDown() override {
+    ASSERT_EQ(kv->pool().n_blocks_available(), kv->pool().n_blocks_total());
+  }
   std::unique_ptr<KvCacheManager> kv;
 };
 
@@ -56,7 +60,7 @@ TEST_F(KvCacheManagerTest, ExhaustionIsAStatusAndTransactional) {
   Status st = kv->reserve(2, 12);           // needs 3, 2 free
   EXPECT_EQ(st.code(), StatusCode::kOutOfMemory);
   EXPECT_EQ(kv->table(2).n_blocks(), 0);
-  EXPECT_EQ(kv->pool().n_blocks_free(), 2);
+  EXPECT_EQ(kv->pool().n_blocks_available(), 2);
   EXPECT_TRUE(kv->reserve(2, 8).is_ok());
   EXPECT_EQ(kv->blocks_needed(2, 9), 1);
   kv->free_sequence(1);
@@ -68,6 +72,50 @@ TEST_F(KvCacheManagerTest, DuplicateSequenceRejected) {
   EXPECT_EQ(kv->add_sequence(3).code(), StatusCode::kInvalidArgument);
   kv->free_sequence(3);
   kv->free_sequence(99);  // unknown: no-op
+}
+
+TEST_F(KvCacheManagerTest, AnswersOccupancyQuestionsWithoutThePool) {
+  EXPECT_FALSE(kv->prefix_caching());  // NoPrefixCache keeps no keys
+  EXPECT_STREQ(kv->prefix_cache_name(), "off");
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  ASSERT_TRUE(kv->reserve(1, 9).is_ok());  // 3 blocks
+  const KvOccupancy o = kv->occupancy();
+  EXPECT_EQ(o.total, 6);
+  EXPECT_EQ(o.used, 3);
+  EXPECT_EQ(o.cached, 0);
+  EXPECT_EQ(o.free, 3);
+  EXPECT_EQ(o.available(), 3);
+  EXPECT_EQ(kv->n_blocks_total(), 6);
+  EXPECT_EQ(kv->n_blocks_used(), 3);
+  EXPECT_EQ(kv->n_blocks_available(), 3);
+  kv->free_sequence(1);
+}
+
+// "free" counts blocks holding nothing; "available" adds the cached ones allocation may evict.
+TEST(KvCacheManager, FreeExcludesCachedBlocksAvailableIncludesThem) {
+  auto m = KvCacheManager::create(small_layout(4), 6,
+                                  std::make_unique<HashPrefixCache>(HashKind::kXxh3_128, Digest{}));
+  ASSERT_TRUE(m.is_ok());
+  KvCacheManager& kv = **m;
+  EXPECT_TRUE(kv.prefix_caching());
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  ASSERT_TRUE(kv.add_sequence_from_prefix(1, toks).is_ok());
+  kv.commit_and_register(1, toks);  // registers the 2 full blocks
+  kv.free_sequence(1);
+  const KvOccupancy o = kv.occupancy();
+  EXPECT_EQ(o.used, 0);
+  EXPECT_EQ(o.cached, 2);
+  EXPECT_EQ(o.free, 4);
+  EXPECT_EQ(kv.n_blocks_available(), 6);
+  const KvCacheStats st = kv.stats();
+  EXPECT_EQ(st.n_blocks_cached, 2);
+  EXPECT_EQ(st.n_blocks_empty, 4);
+  // commit() without tokens registers nothing.
+  ASSERT_TRUE(kv.add_sequence(2).is_ok());
+  ASSERT_TRUE(kv.reserve(2, 8).is_ok());
+  kv.commit(2, 8);
+  kv.free_sequence(2);
+  EXPECT_EQ(kv.occupancy().cached, 2);
 }
 
 TEST_F(KvCacheManagerTest, DumpListsSequences) {
@@ -144,16 +192,6 @@ TEST(KvStorage, CommitsItsMemoryAtStartOrOnFirstWrite) {
     kv->write_token(1, 255, 3, k.data(), v.data());
     EXPECT_EQ(t[3 * l.head_dim], 1.5f);
   }
-}
-
-TEST(ByteSize, ParsesUnits) {
-  EXPECT_EQ(*parse_byte_size("512MiB"), 512ull << 20);
-  EXPECT_EQ(*parse_byte_size("2GiB"), 2ull << 30);
-  EXPECT_EQ(*parse_byte_size("1000"), 1000u);
-  EXPECT_EQ(*parse_byte_size("1.5GB"), 1500000000u);
-  EXPECT_FALSE(parse_byte_size("lots").is_ok());
-  EXPECT_FALSE(parse_byte_size("12XB").is_ok());
-  EXPECT_FALSE(parse_byte_size("-5MiB").is_ok());
 }
 
 }  // namespace

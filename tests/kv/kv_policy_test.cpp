@@ -54,7 +54,7 @@ void step(KvCacheManager& kv, SeqId seq, const std::vector<int32_t>& tokens) {
   const int slot = kv.table(seq).n_tokens;
   ASSERT_TRUE(kv.reserve(seq, slot + 1).is_ok());
   write(kv, seq, slot, kv.n_positions(seq));
-  kv.commit(seq, std::span<const int32_t>(tokens.data(), kv.n_positions(seq) + 1));
+  kv.commit_and_register(seq, std::span<const int32_t>(tokens.data(), kv.n_positions(seq) + 1));
   ASSERT_TRUE(kv.enforce_policy(seq).is_ok());
 }
 
@@ -190,6 +190,31 @@ TEST(KvPolicy, HeavyHittersCopyASharedBlockBeforeRewritingIt) {
   kv->free_sequence(1);
   kv->free_sequence(2);
   EXPECT_EQ(kv->pool().n_blocks_used(), 0);
+}
+
+TEST(KvPolicy, HeavyHitterScoresSurviveSwapAndLeaveWithTheSequence) {
+  auto kv = make(4, 16, HeavyHitterKv{6, 2});
+  ASSERT_TRUE(kv->can_swap());
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  std::vector<int32_t> toks(40, 3);
+  for (int n = 1; n <= 8; ++n) step(*kv, 1, toks);  // evicts down to 6: slots moved
+  kv->attention_scores(1)[2] = 7.0f;
+  std::vector<float> k_before;
+  for (int s = 0; s < 6; ++s) k_before.push_back(k_at(*kv, 1, 1, s));
+  auto out = kv->swap_out(1);
+  ASSERT_TRUE(out.is_ok());
+  EXPECT_FALSE(kv->has_sequence(1));
+  EXPECT_EQ(kv->pool().n_blocks_used(), 0);
+  ASSERT_TRUE(kv->swap_in(1, *out).is_ok());
+  EXPECT_EQ(kv->attention_scores(1)[2], 7.0f);
+  EXPECT_EQ(kv->n_positions(1), 8);
+  for (int s = 0; s < 6; ++s) EXPECT_EQ(k_at(*kv, 1, 1, s), k_before[s]);
+  kv->free_sequence(1);
+  // A new sequence under the same id starts with no scores of the old one.
+  ASSERT_TRUE(kv->add_sequence(1).is_ok());
+  ASSERT_TRUE(kv->reserve(1, 4).is_ok());
+  for (int s = 0; s < 4; ++s) EXPECT_EQ(kv->attention_scores(1)[s], 0.0f);
+  kv->free_sequence(1);
 }
 
 TEST(KvPolicy, HeavyHittersRefuseQ4Keys) {

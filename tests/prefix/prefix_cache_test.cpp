@@ -52,7 +52,7 @@ class PrefixCacheTest : public ::testing::Test {
   void TearDown() override {
     EXPECT_EQ(kv->n_sequences(), 0);
     EXPECT_EQ(kv->pool().n_blocks_used(), 0);
-    EXPECT_EQ(kv->pool().n_blocks_free(), kv->pool().n_blocks_total());
+    EXPECT_EQ(kv->pool().n_blocks_available(), kv->pool().n_blocks_total());
   }
   // Adds seq for tokens from the cache, "computes" the rest, registers its blocks.
   int run_seq(SeqId seq, const std::vector<int32_t>& tokens, const std::string& salt = "") {
@@ -60,7 +60,7 @@ class PrefixCacheTest : public ::testing::Test {
     EXPECT_TRUE(n.is_ok()) << n.status().to_string();
     if (!n) return -1;
     EXPECT_TRUE(kv->reserve(seq, static_cast<int>(tokens.size())).is_ok());
-    kv->commit(seq, tokens);
+    kv->commit_and_register(seq, tokens);
     return *n;
   }
   std::unique_ptr<KvCacheManager> kv;
@@ -126,7 +126,7 @@ TEST_F(PrefixCacheTest, GeneratedTokensAreRegisteredForTheNextTurn) {
   for (int i = 0; i < 6; ++i) {
     turn.push_back(70 + i);
     ASSERT_TRUE(kv->reserve(1, static_cast<int>(turn.size())).is_ok());
-    kv->commit(1, turn);
+    kv->commit_and_register(1, turn);
   }
   kv->free_sequence(1);
   EXPECT_EQ(kv->pool().n_blocks_cached(), 3);
@@ -263,11 +263,11 @@ TEST(NoPrefixCache, NeverHitsAndKeepsNoKeys) {
     auto n = kv.add_sequence_from_prefix(s, a);
     ASSERT_TRUE(n.is_ok());
     EXPECT_EQ(*n, 0);
-    kv.commit(s, a);
+    kv.commit_and_register(s, a);
     kv.free_sequence(s);
   }
   EXPECT_EQ(kv.pool().n_blocks_cached(), 0);
-  EXPECT_STREQ(kv.prefix_cache().name(), "off");
+  EXPECT_STREQ(kv.prefix_cache_name(), "off");
 }
 
 TEST(BlockKey, ChainsParentTokensAndExtra) {
