@@ -104,7 +104,7 @@ class ResponseFolder {
   ResponseFolder(const ResponseFolder&) = delete;
   ResponseFolder& operator=(const ResponseFolder&) = delete;
 
-  // Folds a batch of events (each SeqEvent::index < n_choices).
+  // Folds a batch of events. Each SeqEvent::index must be < n_choices (std::out_of_range).
   void add(const std::vector<SeqEvent>& events) { fold(events, nullptr); }
   // Folds a batch of events and returns the SSE events it yields, in event order.
   std::vector<SseEvent> add_streaming(const std::vector<SeqEvent>& events);
@@ -131,7 +131,8 @@ class ResponseFolder {
   size_t n_done_ = 0;
 };
 
-// One API. Plain functions: a protocol holds no state, its folders do.
+// One API. Plain functions, called concurrently on HTTP handler threads: a protocol holds no
+// state, its folders do.
 struct Protocol {
   std::string_view id_prefix;  // of answer ids: "cmpl-", "chatcmpl-"
   // Parses and validates a request body. nullopt with `out` filled, else the client's error.
