@@ -49,8 +49,7 @@ class ActiveGuard {
 // Writes SSE events, each as one write (a chunk on the wire). False once the client is gone.
 bool write_sse(httplib::DataSink& sink, const std::vector<SseEvent>& events) {
   for (const SseEvent& e : events) {
-    std::string msg = e.event.empty() ? "" : "event: " + e.event + "\n";
-    msg += "data: " + e.data + "\n\n";
+    const std::string msg = e.wire();
     if (!sink.write(msg.data(), msg.size())) return false;
   }
   return true;

@@ -46,6 +46,11 @@ std::string dump_json(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+std::string SseEvent::wire() const {
+  std::string out = event.empty() ? "" : "event: " + event + "\n";
+  return out + "data: " + data + "\n\n";
+}
+
 std::vector<SseEvent> ResponseFolder::add_streaming(const std::vector<SeqEvent>& events) {
   std::vector<SseEvent> out;
   fold(events, &out);

@@ -78,10 +78,12 @@ struct ChoiceResult {
   bool finished = false;
 };
 
-// One server-sent event: "event: <event>\n" when event is non-empty, then "data: <data>\n\n".
+// One server-sent event. data holds no newline (a JSON text or a marker such as [DONE]).
 struct SseEvent {
-  std::string event;
+  std::string event;  // empty: unnamed, as OpenAI sends them
   std::string data;
+  // Its bytes on the wire: "event: <event>\n" when named, then "data: <data>\n\n".
+  std::string wire() const;
 };
 
 // Who the answer is from, for the envelope of bodies and chunks.

@@ -66,6 +66,12 @@ TEST(ProtocolJson, InvalidJsonIs400) {
   EXPECT_EQ(dump_json(json("a\xff")), "\"a\xEF\xBF\xBD\"");  // replaced, not thrown
 }
 
+TEST(ProtocolSse, WireFraming) {
+  EXPECT_EQ((SseEvent{"", "[DONE]"}).wire(), "data: [DONE]\n\n");
+  EXPECT_EQ((SseEvent{"message_stop", R"({"type":"message_stop"})"}).wire(),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+}
+
 TEST(ProtocolFolder, AccumulatesPerChoiceAndCountsFinishes) {
   RecordingFolder f(2);
   f.add({text_event(1, "b", {7}), text_event(0, "a", {5}), text_event(0, "c", {6})});
