@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "server/metrics.h"
+#include "server/openai_protocol.h"
 
 namespace kvserve::server {
 
@@ -15,14 +16,9 @@ namespace {
 
 constexpr auto kPoll = std::chrono::milliseconds(50);
 
-// Generated text may hold bytes that are not UTF-8 (byte-fallback tokens): replace, never throw.
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(dump(body), "application/json");
+  res.set_content(dump_json(body), "application/json");
 }
 
 void send_error(httplib::Response& res, const ApiError& e) {
@@ -50,18 +46,13 @@ class ActiveGuard {
   std::atomic<int>& n_;
 };
 
-// Folds an engine event into the choice it belongs to.
-void apply(ChoiceResult& c, const SeqEvent& e) {
-  c.text += e.text;
-  c.tokens.insert(c.tokens.end(), e.tokens.begin(), e.tokens.end());
-  c.logprobs.insert(c.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
-  if (e.finished) {
-    c.finished = true;
-    c.finish_reason = e.finish_reason == "cancelled" ? "abort" : e.finish_reason;
-    c.n_prompt_tokens = e.n_prompt_tokens;
-    c.n_completion_tokens = e.n_completion_tokens;
-    c.n_cached_tokens = e.n_cached_tokens;
+// Writes SSE events, each as one write (a chunk on the wire). False once the client is gone.
+bool write_sse(httplib::DataSink& sink, const std::vector<SseEvent>& events) {
+  for (const SseEvent& e : events) {
+    const std::string msg = e.wire();
+    if (!sink.write(msg.data(), msg.size())) return false;
   }
+  return true;
 }
 
 // httplib::Server with its listening socket exposed: cpp-httplib 0.11 listens with a backlog of
@@ -127,10 +118,6 @@ void HttpServer::drain_and_stop(std::chrono::milliseconds timeout) {
   if (thread_.joinable()) thread_.join();
 }
 
-std::string HttpServer::next_id(bool chat) {
-  return std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_.fetch_add(1));
-}
-
 void HttpServer::add_routes() {
   httplib::Server& s = *svr_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -163,10 +150,10 @@ void HttpServer::add_routes() {
         send_error(res, error(500, what, "server_error"));
       });
   s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_generate(req, res, false);
+    handle_generate(req, res, completions_protocol());
   });
   s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_generate(req, res, true);
+    handle_generate(req, res, chat_protocol());
   });
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json data = json::array();
@@ -189,89 +176,51 @@ void HttpServer::add_routes() {
   });
 }
 
-void HttpServer::handle_generate(const httplib::Request& hreq, httplib::Response& res, bool chat) {
+// One request being answered, shared by its content provider's calls and their releaser.
+struct HttpServer::Answer {
+  std::shared_ptr<Request> req;
+  std::unique_ptr<ResponseFolder> folder;
+  std::unique_ptr<ActiveGuard> guard;  // reset when the answer is over
+  bool started = false;                // streaming: stream_start() was sent
+
+  // Folds the events that arrive within one poll interval.
+  void poll() { folder->add(req->channel->wait(kPoll)); }
+};
+
+void HttpServer::handle_generate(const httplib::Request& hreq, httplib::Response& res,
+                                 const Protocol& proto) {
+  const auto fail = [&](const ApiError& e) { send_json(res, e.status, proto.error_body(e)); };
   EngineLoop* engine = engine_.load();
   if (!engine) {
     res.set_header("Retry-After", "5");
-    return send_error(res, error(503, "the model is still loading", "server_error", "loading"));
+    return fail(error(503, "the model is still loading", "server_error", "loading"));
   }
   if (draining_.load()) {
-    return send_error(res,
-                      error(503, "the server is shutting down", "server_error", "shutting_down"));
-  }
-  json body = json::parse(hreq.body, nullptr, false);
-  if (body.is_discarded()) {
-    return send_error(res, error(400, "the request body is not valid JSON", "invalid_request_error",
-                                 "invalid_json"));
+    return fail(error(503, "the server is shutting down", "server_error", "shutting_down"));
   }
   ParsedRequest p;
-  if (auto e = chat ? parse_chat(body, ctx_, p) : parse_completion(body, ctx_, p)) {
-    return send_error(res, *e);
-  }
+  if (auto e = proto.parse(hreq.body, ctx_, p)) return fail(*e);
   auto req = make_engine_request(p);
   Status st = engine->submit(req);
   if (st.code() == StatusCode::kOutOfMemory) {
     res.set_header("Retry-After", "1");
-    return send_error(res, error(503, st.message(), "server_error", "queue_full"));
+    return fail(error(503, st.message(), "server_error", "queue_full"));
   }
-  if (!st.is_ok()) return send_error(res, error(400, st.message(), "invalid_request_error"));
-  if (p.stream) return respond_stream(res, req, p);
-  respond_full(hreq, res, req, p);
+  if (!st.is_ok()) return fail(error(400, st.message(), "invalid_request_error"));
+  const bool stream = p.stream;
+  auto a = std::make_shared<Answer>();
+  a->req = std::move(req);
+  a->guard = std::make_unique<ActiveGuard>(n_active_);
+  ResponseMeta meta;
+  meta.id = std::string(proto.id_prefix) + std::to_string(next_id_.fetch_add(1));
+  meta.model = opts_.model_name;
+  // A stream's chunks carry its start time; a body is stamped when it is rendered.
+  meta.created = stream ? static_cast<int64_t>(std::time(nullptr)) : 0;
+  meta.tok = ctx_.model->tokenizer.get();
+  a->folder = proto.make_folder(std::move(p), std::move(meta));
+  if (stream) return respond_stream(res, a);
+  respond_full(hreq, res, a);
 }
-
-namespace {
-
-// The body of a non-streaming answer, once every choice has finished.
-json full_response(const ParsedRequest& p, const std::vector<ChoiceResult>& choices,
-                   const Tokenizer* tok, const std::string& id, const std::string& model) {
-  json out_choices = json::array();
-  for (size_t i = 0; i < choices.size(); ++i) {
-    const ChoiceResult& c = choices[i];
-    json lp = nullptr;
-    json choice;
-    if (p.chat) {
-      if (p.logprobs >= 0) lp = chat_logprobs_json(tok, c.logprobs);
-      choice = {{"index", i},
-                {"message", {{"role", "assistant"}, {"content", c.text}}},
-                {"logprobs", lp},
-                {"finish_reason", c.finish_reason}};
-    } else {
-      const std::string prefix = p.echo ? p.prompt_texts[i / p.n] : "";
-      if (p.logprobs >= 0) lp = completion_logprobs_json(tok, c.logprobs, prefix.size());
-      choice = {{"index", i},
-                {"text", prefix + c.text},
-                {"logprobs", lp},
-                {"finish_reason", c.finish_reason}};
-    }
-    out_choices.push_back(choice);
-  }
-  return {{"id", id},
-          {"object", p.chat ? "chat.completion" : "text_completion"},
-          {"created", static_cast<int64_t>(std::time(nullptr))},
-          {"model", model},
-          {"choices", out_choices},
-          {"usage", usage_json(choices, p.n)}};
-}
-
-// State of one non-streaming answer, shared by the provider calls and the releaser.
-struct FullState {
-  std::shared_ptr<Request> req;
-  ParsedRequest p;
-  std::vector<ChoiceResult> choices;
-  size_t n_done = 0;
-  std::unique_ptr<ActiveGuard> guard;
-
-  // Takes the events that arrived within one poll interval; true when every choice finished.
-  bool collect() {
-    for (const SeqEvent& e : req->channel->wait(kPoll)) {
-      apply(choices[e.index], e);
-      n_done += e.finished;
-    }
-    return n_done == choices.size();
-  }
-};
-
-}  // namespace
 
 // The answer is one JSON object, written when every choice has finished. While waiting, the
 // handler must notice a client that hangs up (its sequences would otherwise run to the end):
@@ -281,136 +230,54 @@ struct FullState {
 // blocks are freed on the engine's next step. HTTP/1.0 has no chunked encoding: those clients
 // get a Content-Length body and no disconnect detection.
 void HttpServer::respond_full(const httplib::Request& hreq, httplib::Response& res,
-                              const std::shared_ptr<Request>& req, const ParsedRequest& p) {
-  auto st = std::make_shared<FullState>();
-  st->req = req;
-  st->p = p;
-  st->choices.resize(req->seqs.size());
-  st->guard = std::make_unique<ActiveGuard>(n_active_);
-  const std::string id = next_id(p.chat);
-  const Tokenizer* tok = ctx_.model->tokenizer.get();
+                              const std::shared_ptr<Answer>& a) {
   if (hreq.version == "HTTP/1.0") {
-    while (!st->collect()) {
-    }
-    return send_json(res, 200, full_response(p, st->choices, tok, id, opts_.model_name));
+    while (!a->folder->done()) a->poll();
+    return send_json(res, 200, a->folder->body());
   }
   EngineLoop* engine = engine_.load();
   res.set_chunked_content_provider(
       "application/json",
-      [st, tok, id, model = opts_.model_name](size_t, httplib::DataSink& sink) {
-        if (!st->collect()) return sink.is_writable();  // false: the client is gone
-        const std::string body = dump(full_response(st->p, st->choices, tok, id, model));
+      [a](size_t, httplib::DataSink& sink) {
+        a->poll();
+        if (!a->folder->done()) return sink.is_writable();  // false: the client is gone
+        const std::string body = dump_json(a->folder->body());
         if (!sink.write(body.data(), body.size())) return false;
         sink.done();
         return true;
       },
-      [st, engine](bool) {
+      [a, engine](bool) {
         // The client went away (or the write failed) before the end: stop and free the blocks.
-        if (st->n_done < st->choices.size()) engine->cancel(st->req);
-        st->guard.reset();
+        if (!a->folder->done()) engine->cancel(a->req);
+        a->guard.reset();
       });
 }
 
-namespace {
-
-// State of one SSE stream, shared by the provider calls and the releaser.
-struct StreamState {
-  std::shared_ptr<Request> req;
-  ParsedRequest p;
-  std::vector<ChoiceResult> choices;
-  size_t n_done = 0;
-  bool started = false;
-  bool ended = false;
-  std::string id, model;
-  int64_t created = 0;
-  const Tokenizer* tok = nullptr;
-  std::unique_ptr<ActiveGuard> guard;
-
-  json chunk(json choices_arr) const {
-    json c = {{"id", id},
-              {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
-              {"created", created},
-              {"model", model},
-              {"choices", std::move(choices_arr)}};
-    if (p.include_usage) c["usage"] = nullptr;
-    return c;
-  }
-  json choice(int index, const std::string& text, const std::vector<TokenLogprob>& lps,
-              const std::string& finish, bool role) const {
-    json fr = finish.empty() ? json(nullptr) : json(finish);
-    json lp = nullptr;
-    if (p.chat) {
-      if (p.logprobs >= 0 && !lps.empty()) lp = chat_logprobs_json(tok, lps);
-      json delta = json::object();
-      if (role) delta["role"] = "assistant";
-      if (!text.empty() || role) delta["content"] = text;
-      return {{"index", index}, {"delta", delta}, {"logprobs", lp}, {"finish_reason", fr}};
-    }
-    if (p.logprobs >= 0 && !lps.empty()) lp = completion_logprobs_json(tok, lps, 0);
-    return {{"index", index}, {"text", text}, {"logprobs", lp}, {"finish_reason", fr}};
-  }
-};
-
-bool sse(httplib::DataSink& sink, const std::string& data) {
-  const std::string msg = "data: " + data + "\n\n";
-  return sink.write(msg.data(), msg.size());
-}
-
-}  // namespace
-
-void HttpServer::respond_stream(httplib::Response& res, const std::shared_ptr<Request>& req,
-                                const ParsedRequest& p) {
-  auto st = std::make_shared<StreamState>();
-  st->req = req;
-  st->p = p;
-  st->choices.resize(req->seqs.size());
-  st->id = next_id(p.chat);
-  st->model = opts_.model_name;
-  st->created = static_cast<int64_t>(std::time(nullptr));
-  st->tok = ctx_.model->tokenizer.get();
-  st->guard = std::make_unique<ActiveGuard>(n_active_);
+// Server-sent events: the protocol's opening events, then those of each batch of engine
+// events as it arrives, then its closing ones. A client that hangs up is noticed at the next
+// write, or between events when is_writable() sees its FIN or RST.
+void HttpServer::respond_stream(httplib::Response& res, const std::shared_ptr<Answer>& a) {
   EngineLoop* engine = engine_.load();
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [st](size_t, httplib::DataSink& sink) {
-        if (!st->started) {
-          st->started = true;
-          for (size_t i = 0; i < st->choices.size(); ++i) {
-            const bool echo = !st->p.chat && st->p.echo;
-            if (!st->p.chat && !echo) continue;
-            const std::string text = echo ? st->p.prompt_texts[i / st->p.n] : "";
-            json c = st->choice(static_cast<int>(i), text, {}, "", st->p.chat);
-            if (!sse(sink, dump(st->chunk(json::array({c}))))) return false;
-          }
+      [a](size_t, httplib::DataSink& sink) {
+        if (!a->started) {
+          a->started = true;
+          if (!write_sse(sink, a->folder->stream_start())) return false;
         }
-        const auto events = st->req->channel->wait(kPoll);
+        const auto events = a->req->channel->wait(kPoll);
         if (events.empty() && !sink.is_writable()) return false;
-        for (const SeqEvent& e : events) {
-          ChoiceResult& c = st->choices[e.index];
-          apply(c, e);
-          st->n_done += e.finished;
-          if (e.text.empty() && e.logprobs.empty() && !e.finished) continue;
-          json ch =
-              st->choice(e.index, e.text, e.logprobs, e.finished ? c.finish_reason : "", false);
-          if (!sse(sink, dump(st->chunk(json::array({ch}))))) return false;
-        }
-        if (st->n_done == st->choices.size()) {
-          if (st->p.include_usage) {
-            json u = st->chunk(json::array());
-            u["usage"] = usage_json(st->choices, st->p.n);
-            if (!sse(sink, dump(u))) return false;
-          }
-          if (!sse(sink, "[DONE]")) return false;
-          st->ended = true;
-          sink.done();
-        }
+        if (!write_sse(sink, a->folder->add_streaming(events))) return false;
+        if (!a->folder->done()) return true;
+        if (!write_sse(sink, a->folder->stream_end())) return false;
+        sink.done();
         return true;
       },
-      [st, engine](bool success) {
+      [a, engine](bool success) {
         // The client went away (or the write failed): stop generating and free the blocks now.
-        if (!success || st->n_done < st->choices.size()) engine->cancel(st->req);
-        st->guard.reset();
+        if (!success || !a->folder->done()) engine->cancel(a->req);
+        a->guard.reset();
       });
 }
 

@@ -1,6 +1,9 @@
-// HttpServer: the OpenAI-compatible HTTP front end (cpp-httplib). Handler threads parse and
-// validate requests, submit them to the EngineLoop and relay its per-request channel to the
-// client (a JSON body, or server-sent events when streaming). They never touch KV state.
+// HttpServer: the HTTP front end (cpp-httplib). It only moves bytes: routing, auth, reading the
+// body, writing the answer (a JSON body, or server-sent events when streaming) and noticing
+// clients that leave. What a body means and what an answer says belong to each route's Protocol
+// (server/protocol.h, server/openai_protocol.h). Handler threads submit requests to the
+// EngineLoop and relay its per-request channel through the protocol's folder; they never touch
+// KV state.
 //
 // Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
 // GET /metrics. See docs/server.md.
@@ -14,7 +17,7 @@
 
 #include "core/status.h"
 #include "engine/engine_loop.h"
-#include "server/openai_protocol.h"
+#include "server/protocol.h"
 
 namespace httplib {
 class Server;
@@ -52,12 +55,12 @@ class HttpServer {
 
  private:
   void add_routes();
-  void handle_generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  struct Answer;  // one request being answered (http_server.cpp)
+
+  void handle_generate(const httplib::Request& req, httplib::Response& res, const Protocol& proto);
   void respond_full(const httplib::Request& hreq, httplib::Response& res,
-                    const std::shared_ptr<Request>& req, const ParsedRequest& p);
-  void respond_stream(httplib::Response& res, const std::shared_ptr<Request>& req,
-                      const ParsedRequest& p);
-  std::string next_id(bool chat);
+                    const std::shared_ptr<Answer>& a);
+  void respond_stream(httplib::Response& res, const std::shared_ptr<Answer>& a);
 
   ServerOptions opts_;
   int port_ = 0;

@@ -1,30 +1,33 @@
-#include "server/openai_protocol.h"
+#include "server/openai_common.h"
 
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <random>
 
 #include "core/utf8.h"
 
-namespace kvserve::server {
+namespace kvserve::server::openai {
 
 using json = nlohmann::json;
 
 namespace {
 
-std::optional<ApiError> bad(std::string message, std::string param, std::string code = {}) {
+std::string fmt(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+}  // namespace
+
+std::optional<ApiError> bad(std::string message, std::string param, std::string code) {
   ApiError e;
   e.message = std::move(message);
   e.param = std::move(param);
   e.code = std::move(code);
   return e;
-}
-
-std::string fmt(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", x);
-  return buf;
 }
 
 bool present(const json& b, const char* key) {
@@ -73,11 +76,6 @@ std::optional<ApiError> get_bool(const json& b, const char* key, bool& out) {
   return std::nullopt;
 }
 
-#define KV_API_TRY(expr)             \
-  do {                               \
-    if (auto _e = (expr)) return _e; \
-  } while (0)
-
 std::optional<ApiError> check_tokens(const std::vector<int32_t>& ids, const ProtocolContext& ctx) {
   if (ids.empty()) return bad("the prompt is empty", "prompt");
   if (static_cast<int>(ids.size()) > ctx.n_ctx) {
@@ -95,67 +93,7 @@ std::optional<ApiError> check_tokens(const std::vector<int32_t>& ids, const Prot
   return std::nullopt;
 }
 
-std::optional<ApiError> parse_token_array(const json& a, std::vector<int32_t>& ids) {
-  for (const json& t : a) {
-    if (!t.is_number_integer()) return bad("token ids must be integers", "prompt");
-    const int64_t x = t.get<int64_t>();
-    if (x < INT32_MIN || x > INT32_MAX) return bad("token id out of range", "prompt");
-    ids.push_back(static_cast<int32_t>(x));
-  }
-  return std::nullopt;
-}
-
-std::optional<ApiError> encode_text(const std::string& text, const ProtocolContext& ctx,
-                                    std::vector<int32_t>& ids) {
-  const Tokenizer* tok = ctx.model->tokenizer.get();
-  if (!tok) return bad("this model has no tokenizer; send the prompt as token ids", "prompt");
-  ids = tok->encode(text, tok->add_bos_default());
-  return std::nullopt;
-}
-
-std::optional<ApiError> parse_prompt(const json& b, const ProtocolContext& ctx,
-                                     ParsedRequest& out) {
-  if (!present(b, "prompt")) return bad("prompt is required", "prompt");
-  const json& p = b["prompt"];
-  const Tokenizer* tok = ctx.model->tokenizer.get();
-  auto add_ids = [&](std::vector<int32_t> ids) -> std::optional<ApiError> {
-    KV_API_TRY(check_tokens(ids, ctx));
-    out.prompt_texts.push_back(tok ? tok->decode(ids) : "");
-    out.prompts.push_back(std::move(ids));
-    return std::nullopt;
-  };
-  auto add_text = [&](const std::string& text) -> std::optional<ApiError> {
-    std::vector<int32_t> ids;
-    KV_API_TRY(encode_text(text, ctx, ids));
-    KV_API_TRY(check_tokens(ids, ctx));
-    out.prompt_texts.push_back(text);
-    out.prompts.push_back(std::move(ids));
-    return std::nullopt;
-  };
-  if (p.is_string()) return add_text(p.get<std::string>());
-  const char* shape =
-      "prompt must be a string, an array of token ids, an array of strings or an "
-      "array of token-id arrays";
-  if (!p.is_array() || p.empty()) return bad(shape, "prompt");
-  if (p[0].is_number_integer()) {
-    std::vector<int32_t> ids;
-    KV_API_TRY(parse_token_array(p, ids));
-    return add_ids(std::move(ids));
-  }
-  if (p.size() > 64) return bad("at most 64 prompts per request", "prompt");
-  for (const json& e : p) {
-    if (e.is_string()) {
-      KV_API_TRY(add_text(e.get<std::string>()));
-    } else if (e.is_array()) {
-      std::vector<int32_t> ids;
-      KV_API_TRY(parse_token_array(e, ids));
-      KV_API_TRY(add_ids(std::move(ids)));
-    } else {
-      return bad(shape, "prompt");
-    }
-  }
-  return std::nullopt;
-}
+namespace {
 
 std::optional<ApiError> parse_stop(const json& b, ParsedRequest& out) {
   if (!present(b, "stop")) return std::nullopt;
@@ -219,7 +157,8 @@ std::optional<ApiError> refuse_unsupported(const json& b, int n) {
   return std::nullopt;
 }
 
-// Fields shared by both endpoints.
+}  // namespace
+
 std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
                                      ParsedRequest& out) {
   int64_t v = 0;
@@ -268,120 +207,6 @@ std::optional<ApiError> parse_common(const json& b, const ProtocolContext& ctx,
   KV_API_TRY(parse_logit_bias(b, ctx, sp));
   KV_API_TRY(refuse_unsupported(b, out.n));
   return std::nullopt;
-}
-
-std::optional<ApiError> parse_content(const json& m, std::string& out) {
-  if (!m.contains("content") || m["content"].is_null()) return std::nullopt;
-  const json& c = m["content"];
-  if (c.is_string()) {
-    out = c.get<std::string>();
-    return std::nullopt;
-  }
-  if (!c.is_array())
-    return bad("message content must be a string or an array of parts", "messages");
-  for (const json& part : c) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-        !part["text"].is_string()) {
-      return bad("only text content parts are supported", "messages");
-    }
-    out += part["text"].get<std::string>();
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-json ApiError::body() const {
-  return {{"error",
-           {{"message", message},
-            {"type", type},
-            {"param", param.empty() ? json(nullptr) : json(param)},
-            {"code", code.empty() ? json(nullptr) : json(code)}}}};
-}
-
-std::optional<ApiError> parse_completion(const json& b, const ProtocolContext& ctx,
-                                         ParsedRequest& out) {
-  if (!b.is_object()) return bad("the request body must be a JSON object", "");
-  out.chat = false;
-  KV_API_TRY(parse_common(b, ctx, out));
-  KV_API_TRY(parse_prompt(b, ctx, out));
-  KV_API_TRY(get_bool(b, "echo", out.echo));
-  if (present(b, "logprobs")) {
-    int64_t k = 0;
-    KV_API_TRY(get_int(b, "logprobs", 0, 20, k));
-    out.logprobs = static_cast<int>(k);
-  }
-  if (out.prompts.size() * out.n > 64) return bad("prompts x n must be at most 64", "n");
-  return std::nullopt;
-}
-
-std::optional<ApiError> parse_chat(const json& b, const ProtocolContext& ctx, ParsedRequest& out) {
-  if (!b.is_object()) return bad("the request body must be a JSON object", "");
-  out.chat = true;
-  KV_API_TRY(parse_common(b, ctx, out));
-  if (!present(b, "messages") || !b["messages"].is_array() || b["messages"].empty()) {
-    return bad("messages must be a non-empty array", "messages");
-  }
-  std::vector<ChatMessage> msgs;
-  for (const json& m : b["messages"]) {
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      return bad("each message must be an object with a string role", "messages");
-    }
-    ChatMessage cm;
-    cm.role = m["role"].get<std::string>();
-    if (cm.role == "developer") cm.role = "system";
-    // Only an assistant turn may leave its content out (OpenAI: one that made tool calls).
-    if (cm.role != "assistant" && (!m.contains("content") || m["content"].is_null()))
-      return bad("a " + cm.role + " message needs content", "messages");
-    KV_API_TRY(parse_content(m, cm.content));
-    msgs.push_back(std::move(cm));
-  }
-  if (ctx.chat_template.empty()) {
-    return bad(
-        "this model has no chat template the server can render (none in the model file, "
-        "or an unsupported one); start the server with --chat-template NAME (chatml, "
-        "llama-3, llama-2, mistral, zephyr) or use /v1/completions",
-        "messages", "chat_template_missing");
-  }
-  auto text = render_chat(ctx.chat_template, msgs);
-  if (!text) return bad(text.status().message(), "messages");
-  const Tokenizer* tok = ctx.model->tokenizer.get();
-  if (!tok) return bad("this model has no tokenizer", "messages");
-  std::vector<int32_t> ids = encode_with_specials(*tok, *text);
-  KV_API_TRY(check_tokens(ids, ctx));
-  out.prompt_texts.push_back(*text);
-  if (!out.max_tokens_given) out.max_tokens = ctx.n_ctx - static_cast<int>(ids.size());
-  out.prompts.push_back(std::move(ids));
-  bool want = false;
-  KV_API_TRY(get_bool(b, "logprobs", want));
-  int64_t k = 0;
-  KV_API_TRY(get_int(b, "top_logprobs", 0, 20, k));
-  if (present(b, "top_logprobs") && !want) {
-    return bad("top_logprobs requires logprobs: true", "top_logprobs");
-  }
-  if (want) out.logprobs = static_cast<int>(k);
-  return std::nullopt;
-}
-
-std::shared_ptr<Request> make_engine_request(const ParsedRequest& p) {
-  auto req = std::make_shared<Request>();
-  req->cache_salt = p.cache_salt;
-  int index = 0;
-  for (const auto& prompt : p.prompts) {
-    for (int i = 0; i < p.n; ++i) {
-      SeqSpec s;
-      s.prompt = prompt;
-      s.max_tokens = p.max_tokens;
-      s.sampling = p.sampling;
-      s.sampling.seed = p.sampling.seed + i;
-      s.ignore_eos = p.ignore_eos;
-      s.stop = p.stop;
-      s.n_logprobs = p.logprobs;
-      s.index = index++;
-      req->seqs.push_back(std::move(s));
-    }
-  }
-  return req;
 }
 
 json usage_json(const std::vector<ChoiceResult>& choices, int n_per_prompt) {
@@ -454,4 +279,56 @@ json chat_logprobs_json(const Tokenizer* tok, const std::vector<TokenLogprob>& l
   return {{"content", content}};
 }
 
-}  // namespace kvserve::server
+json error_body(const ApiError& e) {
+  return e.body();
+}
+
+Folder::Folder(ParsedRequest p, ResponseMeta meta, const char* object, const char* chunk_object)
+    : ResponseFolder(p.prompts.size() * static_cast<size_t>(p.n)),
+      p_(std::move(p)),
+      meta_(std::move(meta)),
+      object_(object),
+      chunk_object_(chunk_object) {}
+
+json Folder::chunk_json(json choices) const {
+  json c = {{"id", meta_.id},
+            {"object", chunk_object_},
+            {"created", meta_.created},
+            {"model", meta_.model},
+            {"choices", std::move(choices)}};
+  if (p_.include_usage) c["usage"] = nullptr;  // a field in every chunk, filled in the last
+  return c;
+}
+
+SseEvent Folder::chunk(json choices) const {
+  return {"", dump_json(chunk_json(std::move(choices)))};
+}
+
+void Folder::stream_event(const SeqEvent& e, const ChoiceResult& c,
+                          std::vector<SseEvent>& out) const {
+  if (e.text.empty() && e.logprobs.empty() && !e.finished) return;  // e.g. EOS: nothing to say
+  const std::string finish = e.finished ? c.finish_reason : "";
+  out.push_back(chunk(json::array(
+      {delta_choice(static_cast<size_t>(e.index), e.text, e.logprobs, finish, false)})));
+}
+
+std::vector<SseEvent> Folder::stream_end() const {
+  std::vector<SseEvent> out;
+  if (p_.include_usage) {
+    json u = chunk_json(json::array());
+    u["usage"] = usage_json(choices(), p_.n);
+    out.push_back({"", dump_json(u)});
+  }
+  out.push_back({"", "[DONE]"});
+  return out;
+}
+
+json Folder::body() const {
+  json out_choices = json::array();
+  for (size_t i = 0; i < choices().size(); ++i) out_choices.push_back(full_choice(i, choices()[i]));
+  const int64_t created = meta_.created ? meta_.created : static_cast<int64_t>(std::time(nullptr));
+  return {{"id", meta_.id},       {"object", object_},      {"created", created},
+          {"model", meta_.model}, {"choices", out_choices}, {"usage", usage_json(choices(), p_.n)}};
+}
+
+}  // namespace kvserve::server::openai
