@@ -227,6 +227,15 @@ Result<std::string> bench_model_path(const BenchModelFlags& f) {
   return synth_preset_path(f.preset, *dt);
 }
 
+bench::ModelLoader bench_model_loader(const BenchModelFlags& f) {
+  return [f]() -> Result<std::unique_ptr<Model>> {
+    KV_ASSIGN_OR_RETURN(const std::string path, bench_model_path(f));
+    LoadOptions lo;
+    lo.tokenizer_path = f.tokenizer_path;
+    return load_model(path, lo);
+  };
+}
+
 Result<std::string> synth_preset_path(const std::string& preset, DType dtype) {
   KV_ASSIGN_OR_RETURN(std::string dir, cache_dir());
   const std::string path = dir + "/synth-" + preset + "-" + dtype_name(dtype) + "-s0.gguf";

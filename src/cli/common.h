@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/common.h"
 #include "core/status.h"
 #include "engine/generator.h"
 #include "kv/kv_type.h"
@@ -94,6 +95,8 @@ void add_bench_model_flags(CLI::App& app, BenchModelFlags& f,
                            const char* preset_help = "synth preset (when no -m)");
 // -m, else the preset's cached synth model (written on first use).
 Result<std::string> bench_model_path(const BenchModelFlags& f);
+// Loads bench_model_path(f) (with --tokenizer) when a benchmark asks for its model.
+bench::ModelLoader bench_model_loader(const BenchModelFlags& f);
 
 // -t,--threads: 0 (one per core) up to kMaxThreads; more is refused by the parser, as creating
 // them would fail (std::system_error) part-way through building a thread pool.
