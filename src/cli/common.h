@@ -64,7 +64,10 @@ struct EngineFlags {
   int n_ctx = 0;
   int n_threads = 0;
 };
+// The KV, policy, context and thread flags of the commands that run the engine (generate, serve).
 void add_engine_flags(CLI::App& app, EngineFlags& f);
+// EngineOptions from the flags: block size as asked or the KV types' default; errors name the
+// flag. Combinations the kernels cannot do are refused later, when the engine is created.
 Result<EngineOptions> engine_options(const EngineFlags& f);
 
 // The demo model's path: a synth model written deterministically on first use under
