@@ -1,31 +1,11 @@
-// kvserve bench serve: the batching engine under concurrent load: output tokens/s, time to
-// first token and inter-token latency (p50/p99) at several client counts, continuous batching
-// against the static baseline in the same run. Output lengths are mixed (uniform or long-tailed
-// in [--gen-min, --gen-max], the same draws for every scheduler and transport); the clients
-// share one list of requests (drive_clients). Besides the whole run's tokens/s, "steady/s" is
-// the rate until that list ran out: the throughput at that many concurrent streams, without
-// the ramp-down at the end.
-//
-// Two transports share the workload, the engine options, the statistics and the table: by
-// default the clients talk to the EngineLoop in-process; with --http they send streaming
-// /v1/completions requests to the real HTTP server (server::HttpServer, as `kvserve serve`)
-// on a free loopback port and time the server-sent events as they arrive.
-#include <httplib.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cmath>
+// kvserve bench serve: throughput and latency under concurrent load, continuous against static
+// batching, in-process or over HTTP (src/bench/serve.h).
 #include <cstdio>
-#include <filesystem>
-#include <functional>
 #include <nlohmann/json.hpp>
-#include <sstream>
-#include <thread>
 
+#include "bench/serve.h"
 #include "cli/common.h"
 #include "core/cpu_features.h"
-#include "engine/engine_loop.h"
-#include "server/http_server.h"
 
 namespace kvserve::cli {
 
@@ -35,416 +15,122 @@ struct BenchServeFlags {
   BenchModelFlags model;
   std::string clients = "1,4,16,64";
   std::string schedulers = "continuous,static,static-shrink";
-  int requests_per_client = 2;
-  int prompt_len = 64;
-  int gen_min = 16, gen_max = 128;
   std::string gen_dist = "uniform";  // or lognormal
-  float temperature = 0.0f;          // 0: greedy; else sampled (the vocabulary softmax per token)
-  float top_p = 1.0f;
-  int max_batch_tokens = 512;
-  int n_threads = 0;
-  std::string kv_type = "f16";
+  KvTypeFlags kv_types;
   std::string preemption = "recompute";  // recompute, swap or both: compared in one run
-  int kv_blocks = 0;                     // > 0: a cache this small (forces preemption)
-  bool http = false;                     // drive the HTTP server over loopback
+  bench::ServeOptions options;           // the rest
   bool json = false;
 };
 
-struct RunResult {
-  std::string scheduler;
-  std::string preemption;
-  int clients = 0;
-  int64_t tokens = 0;
-  double seconds = 0, tps = 0;
-  double steady_tps = 0;  // while all clients had work (LatencyLog::steady_tokens)
-  double ttft_p50 = 0, ttft_p99 = 0, itl_p50 = 0, itl_p99 = 0;  // ms
-  int64_t preemptions = 0, swapped = 0;
-};
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
-  return v[i];
-}
-
-// One request of the workload.
-struct BenchRequest {
-  std::vector<int32_t> prompt;  // [prompt_len] random ids in [3, n_vocab)
-  int max_tokens = 0;           // drawn in [gen_min, gen_max]; generated in full (ignore_eos)
-};
-
-// Request i of a run's shared list, seeded by i: the same prompts and lengths for every
-// scheduler and transport, and the first requests of a larger run are a smaller run's.
-BenchRequest workload_request(const BenchServeFlags& f, int n_vocab, int i) {
-  Rng rng(1000 + i);
-  BenchRequest r;
-  for (int k = 0; k < f.prompt_len; ++k) {
-    r.prompt.push_back(3 + static_cast<int32_t>(rng.next() % (n_vocab - 3)));
-  }
-  if (f.gen_dist == "lognormal") {
-    // Long-tailed, as chat outputs are: median the geometric mean of the bounds, sigma a
-    // quarter of their log ratio (so +-2 sigma spans them), clipped to the bounds.
-    const double u1 = std::max(1e-9, static_cast<double>(rng.uniform()));
-    const double u2 = rng.uniform();
-    const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-    const double lo = f.gen_min, hi = f.gen_max;
-    const double len = std::sqrt(lo * hi) * std::exp(z * std::log(hi / lo) / 4.0);
-    r.max_tokens = static_cast<int>(std::clamp(std::lround(len), long{f.gen_min}, long{f.gen_max}));
-  } else {
-    r.max_tokens = f.gen_min + static_cast<int>(rng.next() % (f.gen_max - f.gen_min + 1));
-  }
-  return r;
-}
-
-// Arrival times seen by one client. A request calls start() when sent and arrival() whenever
-// new tokens reach the client: the first arrival gives the TTFT, later ones an inter-token gap.
-class LatencyLog {
- public:
-  void start() {
-    last_ = Clock::now();
-    first_ = true;
-  }
-  // `tokens` new output tokens arrived (counted live, for the full-concurrency rate).
-  void arrival(int64_t tokens = 1) {
-    if (live) live->fetch_add(tokens, std::memory_order_relaxed);
-    const auto now = Clock::now();
-    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
-    (first_ ? ttft_ms : itl_ms).push_back(ms);
-    first_ = false;
-    last_ = now;
-  }
-  void merge(const LatencyLog& o) {
-    ttft_ms.insert(ttft_ms.end(), o.ttft_ms.begin(), o.ttft_ms.end());
-    itl_ms.insert(itl_ms.end(), o.itl_ms.begin(), o.itl_ms.end());
-    n_tokens += o.n_tokens;
-  }
-
-  std::vector<double> ttft_ms, itl_ms;
-  int64_t n_tokens = 0;                  // output tokens received
-  std::atomic<int64_t>* live = nullptr;  // all clients' tokens so far, when shared
-  // Tokens received by all clients while every client still had work, and that time: the
-  // throughput at the full client count, without the ramp-down as clients run out of requests.
-  int64_t steady_tokens = 0;
-  double steady_s = 0;
-
- private:
-  Clock::time_point last_;
-  bool first_ = true;
-};
-
-// Sends one request and waits for all of it, logging arrivals. One per client thread.
-using Sender = std::function<Status(const BenchRequest&, LatencyLog&)>;
-
-// In-process: submit to the engine, read its channel.
-Sender engine_sender(EngineLoop& engine, const BenchServeFlags& f) {
-  return [&engine, &f](const BenchRequest& br, LatencyLog& log) -> Status {
-    auto req = std::make_shared<Request>();
-    SeqSpec s;
-    s.prompt = br.prompt;
-    s.max_tokens = br.max_tokens;
-    s.ignore_eos = true;
-    s.sampling.temperature = f.temperature;
-    s.sampling.top_p = f.top_p;
-    req->seqs.push_back(s);
-    log.start();
-    KV_RETURN_IF_ERROR(engine.submit(req));
-    for (bool done = false; !done;) {
-      for (const SeqEvent& e : req->channel->wait(std::chrono::milliseconds(100))) {
-        if (!e.tokens.empty()) {
-          log.arrival(static_cast<int64_t>(e.tokens.size()));
-          log.n_tokens += static_cast<int64_t>(e.tokens.size());
-        }
-        done |= e.finished;
-      }
-    }
-    return Status::ok();
-  };
-}
-
-// Splits a server-sent-event stream into the payloads of its `data:` lines.
-class SseReader {
- public:
-  template <typename OnData>
-  void feed(const char* p, size_t n, OnData&& on_data) {
-    buf_.append(p, n);
-    for (size_t end; (end = buf_.find("\n\n")) != std::string::npos;) {
-      std::istringstream event(buf_.substr(0, end));
-      buf_.erase(0, end + 2);
-      for (std::string line; std::getline(event, line);) {
-        if (line.rfind("data: ", 0) == 0) on_data(line.substr(6));
-      }
-    }
-  }
-
- private:
-  std::string buf_;
-};
-
-// Over HTTP: a streaming /v1/completions request on a kept-alive loopback connection. A chunk
-// with text is an arrival (the server sends one per token unless a token's text is held back,
-// e.g. an incomplete UTF-8 character); the token count comes from the usage chunk.
-Sender http_sender(int port, const BenchServeFlags& f) {
-  auto cli = std::make_shared<httplib::Client>("127.0.0.1", port);
-  cli->set_keep_alive(true);
-  cli->set_tcp_nodelay(true);
-  cli->set_read_timeout(600, 0);
-  return [cli, temperature = f.temperature, top_p = f.top_p](const BenchRequest& br,
-                                                             LatencyLog& log) -> Status {
-    const nlohmann::json body = {{"prompt", br.prompt},
-                                 {"max_tokens", br.max_tokens},
-                                 {"temperature", temperature},
-                                 {"top_p", top_p},
-                                 {"ignore_eos", true},
-                                 {"stream", true},
-                                 {"stream_options", {{"include_usage", true}}}};
-    SseReader sse;
-    int64_t n_usage = -1;
-    bool saw_done = false;
-    std::string head;  // the start of the body, for error messages
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.headers = {{"Content-Type", "application/json"}};
-    req.body = body.dump();
-    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-      if (head.size() < 512) head.append(data, std::min<size_t>(n, 512 - head.size()));
-      sse.feed(data, n, [&](const std::string& payload) {
-        if (payload == "[DONE]") {
-          saw_done = true;
-          return;
-        }
-        const auto j = nlohmann::json::parse(payload, nullptr, false);
-        if (!j.is_object()) return;
-        if (j.contains("usage") && j["usage"].is_object()) {
-          n_usage = j["usage"].value("completion_tokens", int64_t{0});
-        }
-        for (const auto& c : j.value("choices", nlohmann::json::array())) {
-          if (c.contains("text") && c["text"].is_string() &&
-              !c["text"].get<std::string>().empty()) {
-            log.arrival();
-            break;
-          }
-        }
-      });
-      return true;
-    };
-    log.start();
-    auto res = cli->send(req);
-    if (!res) return io_error("HTTP request failed: " + httplib::to_string(res.error()));
-    if (res->status != 200) {
-      return io_error("HTTP " + std::to_string(res->status) + " from the server: " + head);
-    }
-    if (!saw_done || n_usage < 0) return io_error("the event stream ended early: " + head);
-    log.n_tokens += n_usage;
-    return Status::ok();
-  };
-}
-
-// Runs n_clients threads over one shared list of n_clients * requests_per_client requests, as
-// vLLM's serving benchmark does with --max-concurrency: each client sends the next unsent
-// request as soon as its last one is done, through its own sender. (Fixed per-client lists
-// left the clients with the shortest lists idle while others still had several requests to
-// go: a ramp-down that measured the lists, not the engine.) The merged log, or the first
-// failure.
-Result<LatencyLog> drive_clients(const BenchServeFlags& f, int n_vocab, int n_clients,
-                                 const std::function<Sender(int)>& make_sender) {
-  std::mutex mu;
-  LatencyLog all;  // guarded by mu
-  Status failure;  // guarded by mu
-  std::atomic<int64_t> live{0};
-  std::atomic<int> next{0};  // the next unsent request
-  const int n_requests = n_clients * f.requests_per_client;
-  bool steady_done = false;  // guarded by mu
-  std::vector<std::thread> threads;
-  const auto t0 = Clock::now();
-  for (int c = 0; c < n_clients; ++c) {
-    threads.emplace_back([&, send = make_sender(c)] {
-      LatencyLog mine;
-      mine.live = &live;
-      Status st;
-      for (int i; (i = next.fetch_add(1)) < n_requests;) {
-        if (st = send(workload_request(f, n_vocab, i), mine); !st.is_ok()) break;
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      if (!steady_done) {  // the first client to run out of requests ends the full concurrency
-        steady_done = true;
-        all.steady_tokens = live.load();
-        all.steady_s = std::chrono::duration<double>(Clock::now() - t0).count();
-      }
-      all.merge(mine);
-      if (!st.is_ok() && failure.is_ok()) failure = st;
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (!failure.is_ok()) return failure;
-  return all;
-}
-
-EngineLoopOptions bench_engine_options(const BenchServeFlags& f, SchedulerKind kind, int n_clients,
-                                       KvType kv_type, PreemptionMode preemption) {
-  EngineLoopOptions o;
-  o.engine.kv_type_k = o.engine.kv_type_v = kv_type;
-  o.engine.n_threads = f.n_threads;
-  o.engine.n_ctx = f.prompt_len + f.gen_max + 8;
-  o.engine.kv_blocks =
-      f.kv_blocks > 0 ? f.kv_blocks : blocks_for_tokens(o.engine.n_ctx, 16) * n_clients + 8;
-  o.sched.preemption = preemption;
-  o.sched.kind = kind;
-  o.sched.max_seqs = n_clients;
-  o.sched.max_batch_tokens = f.max_batch_tokens;
-  o.max_queue = n_clients * f.requests_per_client;
-  return o;
-}
-
-Result<RunResult> run_load(const Model& m, const BenchServeFlags& f, SchedulerKind kind,
-                           int n_clients, KvType kv_type, PreemptionMode preemption) {
-  KV_ASSIGN_OR_RETURN(
-      auto engine,
-      EngineLoop::create(m, bench_engine_options(f, kind, n_clients, kv_type, preemption)));
-  std::unique_ptr<server::HttpServer> http;  // stopped before the engine goes
-  std::function<Sender(int)> make_sender = [&](int) { return engine_sender(*engine, f); };
-  if (f.http) {
-    server::ServerOptions so;
-    so.host = "127.0.0.1";
-    so.port = 0;  // any free port
-    so.model_name = "bench";
-    http = std::make_unique<server::HttpServer>(so);
-    KV_RETURN_IF_ERROR(http->start(n_clients + 8));
-    http->set_engine(engine.get(), "");
-    make_sender = [port = http->port(), &f](int) { return http_sender(port, f); };
-  }
-  const auto t0 = Clock::now();
-  Result<LatencyLog> log = drive_clients(f, m.config.n_vocab, n_clients, make_sender);
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (http) http->drain_and_stop(std::chrono::milliseconds(0));
-  if (!log) return log.status();
-  RunResult r;
-  r.scheduler = scheduler_kind_name(kind);
-  r.preemption = preemption == PreemptionMode::kSwap ? "swap" : "recompute";
-  r.clients = n_clients;
-  r.seconds = seconds;
-  r.tokens = log->n_tokens;
-  r.tps = r.tokens / r.seconds;
-  r.steady_tps = log->steady_s > 0 ? log->steady_tokens / log->steady_s : r.tps;
-  r.ttft_p50 = percentile(log->ttft_ms, 0.5);
-  r.ttft_p99 = percentile(log->ttft_ms, 0.99);
-  r.itl_p50 = percentile(log->itl_ms, 0.5);
-  r.itl_p99 = percentile(log->itl_ms, 0.99);
-  r.preemptions = engine->stats().preemptions_total.load();
-  r.swapped = engine->stats().swapped_out_total.load();
-  return r;
-}
-
-int run_bench_serve(const BenchServeFlags& f) {
-  auto parsed = parse_positive_ints(f.clients, "--clients");
-  if (!parsed) return report(parsed.status());
-  const std::vector<int> clients = *parsed;
-  if (f.gen_min < 1 || f.gen_max < f.gen_min || f.prompt_len < 1 || f.requests_per_client < 1) {
-    return report(
-        invalid_argument("need 1 <= --gen-min <= --gen-max, --prompt-len >= 1, "
-                         "--requests-per-client >= 1"));
-  }
-  auto kv_type = parse_kv_type_flag("--kv-type", f.kv_type);
-  if (!kv_type) return report(kv_type.status());
-  auto path = bench_model_path(f.model);
-  if (!path) return report(path.status());
-  LoadOptions lo;
-  lo.tokenizer_path = f.model.tokenizer_path;
-  auto m = load_model(*path, lo);
-  if (!m) return report(m.status());
-
-  std::vector<SchedulerKind> kinds;
+Result<bench::ServeOptions> serve_options(const BenchServeFlags& f) {
+  bench::ServeOptions o = f.options;
+  KV_ASSIGN_OR_RETURN(o.clients, parse_positive_ints(f.clients, "--clients"));
+  o.lognormal = f.gen_dist == "lognormal";
+  KV_RETURN_IF_ERROR(bench::check_serve_options(o));
+  KV_ASSIGN_OR_RETURN(const KvTypes t, kv_types_from_flags(f.kv_types));
+  o.kv_type = t.k;
+  o.schedulers.clear();
   for (const std::string& name : split_list(f.schedulers)) {
     const auto k = scheduler_kind_from_name(name);
     if (!k)
-      return report(invalid_argument("--schedulers: unknown scheduler '" + name +
-                                     "' (continuous, static, static-shrink)"));
-    kinds.push_back(*k);
+      return invalid_argument("--schedulers: unknown scheduler '" + name +
+                              "' (continuous, static, static-shrink)");
+    o.schedulers.push_back(*k);
   }
-  std::printf("model %s, prompt %d tokens, output %d..%d tokens (%s), %d requests per client, %s\n",
-              std::filesystem::path(*path).filename().c_str(), f.prompt_len, f.gen_min, f.gen_max,
-              f.gen_dist.c_str(), f.requests_per_client,
-              f.http ? "over HTTP (streaming /v1/completions, loopback)" : "in-process");
-  if (f.temperature > 0)
-    std::printf("sampled: temperature %.2f, top_p %.2f\n", f.temperature, f.top_p);
-  std::vector<PreemptionMode> modes;
+  o.preemptions.clear();
   if (f.preemption.find("recompute") != std::string::npos)
-    modes.push_back(PreemptionMode::kRecompute);
-  if (f.preemption.find("swap") != std::string::npos) modes.push_back(PreemptionMode::kSwap);
-  if (modes.empty())
-    return report(invalid_argument("--preemption must list recompute and/or swap"));
-  std::printf("%-13s %-9s %7s %9s %11s %10s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
-              "clients", "tokens", "tokens/s", "steady/s", "ttft p50", "ttft p99", "itl p50",
-              "itl p99", "preempt", "swapped");
-  std::vector<RunResult> rows;
-  for (PreemptionMode mode : modes) {
-    for (SchedulerKind k : kinds) {
-      for (int c : clients) {
-        auto r = run_load(**m, f, k, c, *kv_type, mode);
-        if (!r) return report(r.status());
-        rows.push_back(*r);
-        std::printf(
-            "%-13s %-9s %7d %9lld %11.1f %10.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
-            r->scheduler.c_str(), r->preemption.c_str(), c, static_cast<long long>(r->tokens),
-            r->tps, r->steady_tps, r->ttft_p50, r->ttft_p99, r->itl_p50, r->itl_p99,
-            static_cast<long long>(r->preemptions), static_cast<long long>(r->swapped));
-        std::fflush(stdout);
-      }
-    }
+    o.preemptions.push_back(PreemptionMode::kRecompute);
+  if (f.preemption.find("swap") != std::string::npos)
+    o.preemptions.push_back(PreemptionMode::kSwap);
+  if (o.preemptions.empty())
+    return invalid_argument("--preemption must list recompute and/or swap");
+  o.load_model = bench_model_loader(f.model);
+  return o;
+}
+
+void print_progress(const BenchServeFlags& f, const bench::ServeOptions& o,
+                    const bench::ServeReport& r) {
+  if (r.rows.empty()) {
+    std::printf(
+        "model %s, prompt %d tokens, output %d..%d tokens (%s), %d requests per client, %s\n",
+        r.model.c_str(), o.prompt_len, o.gen_min, o.gen_max, f.gen_dist.c_str(),
+        o.requests_per_client,
+        o.http ? "over HTTP (streaming /v1/completions, loopback)" : "in-process");
+    if (o.temperature > 0)
+      std::printf("sampled: temperature %.2f, top_p %.2f\n", o.temperature, o.top_p);
+    std::printf("%-13s %-9s %7s %9s %11s %10s %10s %10s %9s %9s %7s %7s\n", "scheduler", "preempt",
+                "clients", "tokens", "tokens/s", "steady/s", "ttft p50", "ttft p99", "itl p50",
+                "itl p99", "preempt", "swapped");
+    return;
   }
-  auto find = [&](const std::string& s, int c, const char* mode = nullptr) -> const RunResult* {
-    for (const auto& r : rows) {
-      if (r.scheduler == s && r.clients == c && (!mode || r.preemption == mode)) return &r;
-    }
-    return nullptr;
-  };
-  const RunResult* one = find("continuous", 1);
-  for (int c : clients) {
-    const RunResult* cont = find("continuous", c);
+  const bench::ServeRow& row = r.rows.back();
+  std::printf("%-13s %-9s %7d %9lld %11.1f %10.1f %8.1fms %8.1fms %7.1fms %7.1fms %7lld %7lld\n",
+              row.scheduler.c_str(), row.preemption.c_str(), row.clients,
+              static_cast<long long>(row.tokens), row.tps, row.steady_tps, row.ttft_p50,
+              row.ttft_p99, row.itl_p50, row.itl_p99, static_cast<long long>(row.preemptions),
+              static_cast<long long>(row.swapped));
+  std::fflush(stdout);
+}
+
+// Per client count: continuous against 1 client, against the static baselines, and swap
+// against recompute preemption.
+void print_comparisons(const bench::ServeOptions& o, const bench::ServeReport& r) {
+  const bench::ServeRow* one = r.find("continuous", 1);
+  for (int c : o.clients) {
+    const bench::ServeRow* cont = r.find("continuous", c);
     if (cont && one && c > 1) {
       std::printf("continuous, %d clients vs 1: %.2fx tokens/s, %.2fx at full concurrency\n", c,
                   cont->tps / one->tps, cont->steady_tps / one->steady_tps);
     }
     for (const char* base : {"static", "static-shrink"}) {
-      const RunResult* stat = find(base, c);
+      const bench::ServeRow* stat = r.find(base, c);
       if (cont && stat) {
         std::printf("continuous vs %s, %d clients: %.2fx tokens/s, %.2fx at full concurrency\n",
                     base, c, cont->tps / stat->tps, cont->steady_tps / stat->steady_tps);
       }
     }
-    const RunResult* swap = find("continuous", c, "swap");
-    const RunResult* recompute = find("continuous", c, "recompute");
+    const bench::ServeRow* swap = r.find("continuous", c, "swap");
+    const bench::ServeRow* recompute = r.find("continuous", c, "recompute");
     if (swap && recompute) {
       std::printf("swap vs recompute preemption, %d clients: %.2fx tokens/s\n", c,
                   swap->tps / recompute->tps);
     }
   }
-  if (f.json) {
-    nlohmann::json j;
-    j["bench"] = "serve";
-    j["cpu"] = cpu_level_name(cpu_level());
-    j["model"] = std::filesystem::path(*path).filename().string();
-    j["transport"] = f.http ? "http" : "in-process";
-    j["temperature"] = f.temperature;
-    j["top_p"] = f.top_p;
-    for (const auto& r : rows) {
-      j["results"].push_back({{"scheduler", r.scheduler},
-                              {"preemption", r.preemption},
-                              {"swapped", r.swapped},
-                              {"clients", r.clients},
-                              {"tokens", r.tokens},
-                              {"seconds", r.seconds},
-                              {"tokens_per_s", r.tps},
-                              {"steady_tokens_per_s", r.steady_tps},
-                              {"ttft_ms_p50", r.ttft_p50},
-                              {"ttft_ms_p99", r.ttft_p99},
-                              {"itl_ms_p50", r.itl_p50},
-                              {"itl_ms_p99", r.itl_p99},
-                              {"preemptions", r.preemptions}});
-    }
-    std::printf("%s\n", j.dump().c_str());
+}
+
+void print_json(const bench::ServeOptions& o, const bench::ServeReport& r) {
+  nlohmann::json j;
+  j["bench"] = "serve";
+  j["cpu"] = cpu_level_name(cpu_level());
+  j["model"] = r.model;
+  j["transport"] = o.http ? "http" : "in-process";
+  j["temperature"] = o.temperature;
+  j["top_p"] = o.top_p;
+  for (const auto& row : r.rows) {
+    j["results"].push_back({{"scheduler", row.scheduler},
+                            {"preemption", row.preemption},
+                            {"swapped", row.swapped},
+                            {"clients", row.clients},
+                            {"tokens", row.tokens},
+                            {"seconds", row.seconds},
+                            {"tokens_per_s", row.tps},
+                            {"steady_tokens_per_s", row.steady_tps},
+                            {"ttft_ms_p50", row.ttft_p50},
+                            {"ttft_ms_p99", row.ttft_p99},
+                            {"itl_ms_p50", row.itl_p50},
+                            {"itl_ms_p99", row.itl_p99},
+                            {"preemptions", row.preemptions}});
   }
+  std::printf("%s\n", j.dump().c_str());
+}
+
+int run_bench_serve(const BenchServeFlags& f) {
+  auto o = serve_options(f);
+  if (!o) return report(o.status());
+  auto r = bench::run_serve(*o, [&](const bench::ServeReport& p) { print_progress(f, *o, p); });
+  if (!r) return report(r.status());
+  print_comparisons(*o, *r);
+  if (f.json) print_json(*o, *r);
   return 0;
 }
 
@@ -452,6 +138,7 @@ int run_bench_serve(const BenchServeFlags& f) {
 
 void register_bench_serve(CLI::App* bench, int* rc) {
   auto f = std::make_shared<BenchServeFlags>();
+  bench::ServeOptions& o = f->options;
   CLI::App* cmd = bench->add_subcommand(
       "serve", "throughput and latency under concurrent load, continuous vs static batching");
   add_bench_model_flags(*cmd, f->model);
@@ -461,30 +148,30 @@ void register_bench_serve(CLI::App* bench, int* rc) {
                   "comma-separated: continuous, static (request-level batching: every row computes "
                   "until the batch's longest ends), static-shrink (finished rows leave)")
       ->capture_default_str();
-  cmd->add_option("--requests-per-client", f->requests_per_client,
+  cmd->add_option("--requests-per-client", o.requests_per_client,
                   "requests per client: a run sends clients x this many, from one list")
       ->capture_default_str();
-  cmd->add_option("--prompt-len", f->prompt_len, "prompt tokens")->capture_default_str();
-  cmd->add_option("--gen-min", f->gen_min, "shortest output")->capture_default_str();
-  cmd->add_option("--gen-max", f->gen_max, "longest output")->capture_default_str();
+  cmd->add_option("--prompt-len", o.prompt_len, "prompt tokens")->capture_default_str();
+  cmd->add_option("--gen-min", o.gen_min, "shortest output")->capture_default_str();
+  cmd->add_option("--gen-max", o.gen_max, "longest output")->capture_default_str();
   cmd->add_option("--gen-dist", f->gen_dist,
                   "output lengths: uniform, or lognormal (long-tailed, like chat outputs)")
       ->capture_default_str()
       ->check(CLI::IsMember({"uniform", "lognormal"}));
-  cmd->add_option("--temperature", f->temperature, "sampling temperature (0: greedy)")
+  cmd->add_option("--temperature", o.temperature, "sampling temperature (0: greedy)")
       ->capture_default_str()
       ->check(CLI::Range(0.0f, 100.0f));
-  cmd->add_option("--top-p", f->top_p, "nucleus sampling mass (1: off)")
+  cmd->add_option("--top-p", o.top_p, "nucleus sampling mass (1: off)")
       ->capture_default_str()
       ->check(CLI::Range(0.0f, 1.0f));
-  cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "tokens per forward pass")
+  cmd->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per forward pass")
       ->capture_default_str();
-  cmd->add_option("--kv-type", f->kv_type, "KV element type")->capture_default_str();
+  add_kv_type_flags(*cmd, f->kv_types, /*k_and_v_apart=*/false);
   cmd->add_option("--preemption", f->preemption, "recompute, swap, or both (compared)")
       ->capture_default_str();
-  cmd->add_option("--kv-blocks", f->kv_blocks, "KV cache blocks (small values force preemption)");
-  add_threads_option(*cmd, f->n_threads);
-  cmd->add_flag("--http", f->http,
+  cmd->add_option("--kv-blocks", o.kv_blocks, "KV cache blocks (small values force preemption)");
+  add_threads_option(*cmd, o.n_threads);
+  cmd->add_flag("--http", o.http,
                 "drive the real HTTP server on a loopback port with streaming requests "
                 "(default: the engine in-process)");
   cmd->add_flag("--json", f->json, "also print the results as one JSON object");

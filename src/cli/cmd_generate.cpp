@@ -32,6 +32,10 @@ struct GenerateFlags {
   bool json = false;
 };
 
+double decode_tps(const GenerateResult& res) {
+  return res.decode_ms > 0 ? res.n_decode_steps * 1000.0 / res.decode_ms : 0;
+}
+
 Result<std::vector<int32_t>> parse_token_list(const std::string& s) {
   std::vector<int32_t> ids;
   std::stringstream ss(s);
@@ -54,26 +58,16 @@ Result<std::vector<int32_t>> parse_token_list(const std::string& s) {
   return ids;
 }
 
-int run(const GenerateFlags& f) {
-  if (f.prompt.empty() == f.prompt_tokens.empty()) {
-    return report(invalid_argument("give exactly one of -p TEXT or --prompt-tokens IDS"));
-  }
-  auto eo = engine_options(f.engine);
-  if (!eo) return report(eo.status());
-  if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);
-  auto model = load_model_from_flags(f.model);
-  if (!model) return report(model.status());
-  const Model& m = **model;
-
+// The request: the prompt (token ids as given, or the text encoded) and the sampling flags.
+// *seed is the seed used (random unless --seed).
+Result<GenerateRequest> make_request(const GenerateFlags& f, const Model& m, uint64_t* seed) {
   GenerateRequest req;
   if (!f.prompt_tokens.empty()) {
-    auto ids = parse_token_list(f.prompt_tokens);
-    if (!ids) return report(ids.status());
-    req.prompt = *ids;
+    KV_ASSIGN_OR_RETURN(req.prompt, parse_token_list(f.prompt_tokens));
   } else {
     if (!m.tokenizer) {
-      return report(not_found("no tokenizer for " + m.path +
-                              ": pass --tokenizer FILE or use --prompt-tokens"));
+      return not_found("no tokenizer for " + m.path +
+                       ": pass --tokenizer FILE or use --prompt-tokens");
     }
     // llama2.c checkpoints always get BOS, as run.c does; GGUF follows its metadata.
     const bool add_bos = m.format == "llama2c" || m.tokenizer->add_bos_default();
@@ -90,85 +84,127 @@ int run(const GenerateFlags& f) {
   req.sampling.repeat_last_n = f.repeat_last_n;
   req.sampling.frequency_penalty = f.frequency_penalty;
   req.sampling.presence_penalty = f.presence_penalty;
-  const uint64_t seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
-  req.sampling.seed = seed;
+  *seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
+  req.sampling.seed = *seed;
+  return req;
+}
 
+// "f16", or "q4/q8" when K and V differ.
+std::string kv_types_name(const KvLayout& kv) {
+  return kv.k_type == kv.v_type
+             ? kv_type_name(kv.k_type)
+             : std::string(kv_type_name(kv.k_type)) + "/" + kv_type_name(kv.v_type);
+}
+
+double prefill_tps(const GenerateRequest& req, const GenerateResult& res) {
+  return res.prefill_ms > 0 ? req.prompt.size() * 1000.0 / res.prefill_ms : 0.0;
+}
+
+void print_json(const GenerateFlags& f, const Model& m, const EngineOptions& eo, Generator& gen,
+                const GenerateRequest& req, const GenerateResult& res, uint64_t seed) {
+  const KvLayout& kv = gen.kv().layout();
+  nlohmann::json j;
+  j["model"] = m.path;
+  j["prompt_tokens"] = req.prompt;
+  j["tokens"] = res.tokens;
+  std::vector<int32_t> shown;
+  for (int32_t t : res.tokens)
+    if (!m.is_stop_token(t) || f.ignore_eos) shown.push_back(t);
+  j["text"] = m.tokenizer ? m.tokenizer->decode(shown, req.prompt.back()) : "";
+  j["finish_reason"] = res.finish_reason;
+  j["seed"] = seed;
+  j["kv_cache"] = req.use_kv_cache;
+  j["cached_tokens"] = res.n_cached_tokens;
+  j["prefix_cache"] = eo.prefix_cache && req.use_kv_cache;
+  j["timings"] = {{"prefill_ms", res.prefill_ms},
+                  {"decode_ms", res.decode_ms},
+                  {"decode_tokens_per_s", decode_tps(res)},
+                  {"prefill_tokens_per_s", prefill_tps(req, res)}};
+  j["kv"] = {{"block_size", kv.block_size},
+             {"blocks_total", gen.kv().pool().n_blocks_total()},
+             {"blocks_used_peak", res.blocks_used_peak},
+             {"bytes_per_token", kv.bytes_per_token()},
+             {"type", kv_types_name(kv)},
+             {"type_k", kv_type_name(kv.k_type)},
+             {"type_v", kv_type_name(kv.v_type)},
+             {"policy", kv_policy_name(gen.kv().policy())}};
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+void print_stats(Generator& gen, const GenerateRequest& req, const GenerateResult& res) {
+  const KvLayout& kv = gen.kv().layout();
+  std::fputc('\n', stdout);
+  std::fflush(stdout);  // the text ends before the stats line, also when both are piped
+  std::fprintf(stderr,
+               "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
+               "decode, KV peak %d of %d blocks of %d tokens (%s, %s), finish: %s\n",
+               req.prompt.size(), res.prefill_ms, prefill_tps(req, res), res.tokens.size(),
+               decode_tps(res), res.blocks_used_peak, gen.kv().pool().n_blocks_total(),
+               kv.block_size, kv_types_name(kv).c_str(), kv_policy_name(gen.kv().policy()).c_str(),
+               res.finish_reason.c_str());
+}
+
+// Text mode streams the prompt and then each token as it is sampled. The prompt is echoed
+// with the first token, once the request has passed every check and its prefill: a request
+// refused (sampling values, a prompt over the context, no KV memory) prints only its error.
+class TextStream {
+ public:
+  TextStream(const Model& m, const GenerateRequest& req, bool ignore_eos)
+      : m_(m), req_(req), ignore_eos_(ignore_eos) {}
+  void echo_prompt() {
+    for (int32_t t : req_.prompt) {
+      std::fputs(m_.tokenizer->decode_token(prev_, t).c_str(), stdout);
+      prev_ = t;
+    }
+    echoed_ = true;
+  }
+  bool on_token(int32_t t) {
+    if (!echoed_) echo_prompt();
+    if (!m_.is_stop_token(t) || ignore_eos_)
+      std::fputs(m_.tokenizer->decode_token(prev_, t).c_str(), stdout);
+    prev_ = t;
+    std::fflush(stdout);
+    return true;
+  }
+  bool echoed() const { return echoed_; }
+
+ private:
+  const Model& m_;
+  const GenerateRequest& req_;
+  const bool ignore_eos_;
+  int32_t prev_ = -1;
+  bool echoed_ = false;
+};
+
+int run(const GenerateFlags& f) {
+  if (f.prompt.empty() == f.prompt_tokens.empty()) {
+    return report(invalid_argument("give exactly one of -p TEXT or --prompt-tokens IDS"));
+  }
+  auto eo = engine_options(f.engine);
+  if (!eo) return report(eo.status());
+  if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);
+  auto model = load_model_from_flags(f.model);
+  if (!model) return report(model.status());
+  const Model& m = **model;
+  uint64_t seed = 0;
+  auto req = make_request(f, m, &seed);
+  if (!req) return report(req.status());
   auto gen = Generator::create(m, *eo);
   if (!gen) return report(gen.status());
 
-  // Text mode streams the prompt and then each token as it is sampled. The prompt is echoed
-  // with the first token, once the request has passed every check and its prefill: a request
-  // refused (sampling values, a prompt over the context, no KV memory) prints only its error.
-  int32_t prev = -1;
-  bool echoed = false;
   const bool text = !f.json && m.tokenizer;
-  auto echo_prompt = [&] {
-    for (int32_t t : req.prompt) {
-      std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
-      prev = t;
-    }
-    echoed = true;
-  };
-  if (text) {
-    req.on_token = [&](int32_t t) {
-      if (!echoed) echo_prompt();
-      if (!m.is_stop_token(t) || f.ignore_eos)
-        std::fputs(m.tokenizer->decode_token(prev, t).c_str(), stdout);
-      prev = t;
-      std::fflush(stdout);
-      return true;
-    };
-  }
-  auto res = (*gen)->generate(req);
+  TextStream stream(m, *req, f.ignore_eos);
+  if (text) req->on_token = [&](int32_t t) { return stream.on_token(t); };
+  auto res = (*gen)->generate(*req);
   if (!res) {
-    if (echoed) std::fputc('\n', stdout);
+    if (stream.echoed()) std::fputc('\n', stdout);
     return report(res.status());
   }
-  if (text && !echoed) echo_prompt();  // nothing generated (-n 0)
-  const KvLayout& kv = (*gen)->kv().layout();
-  const std::string kv_types =
-      kv.k_type == kv.v_type ? kv_type_name(kv.k_type)
-                             : std::string(kv_type_name(kv.k_type)) + "/" + kv_type_name(kv.v_type);
-  const double decode_tps = res->decode_ms > 0 ? res->n_decode_steps * 1000.0 / res->decode_ms : 0;
+  if (text && !stream.echoed()) stream.echo_prompt();  // nothing generated (-n 0)
   if (f.json) {
-    nlohmann::json j;
-    j["model"] = m.path;
-    j["prompt_tokens"] = req.prompt;
-    j["tokens"] = res->tokens;
-    std::vector<int32_t> shown;
-    for (int32_t t : res->tokens)
-      if (!m.is_stop_token(t) || f.ignore_eos) shown.push_back(t);
-    j["text"] = m.tokenizer ? m.tokenizer->decode(shown, req.prompt.back()) : "";
-    j["finish_reason"] = res->finish_reason;
-    j["seed"] = seed;
-    j["kv_cache"] = req.use_kv_cache;
-    j["cached_tokens"] = res->n_cached_tokens;
-    j["prefix_cache"] = eo->prefix_cache && req.use_kv_cache;
-    j["timings"] = {{"prefill_ms", res->prefill_ms},
-                    {"decode_ms", res->decode_ms},
-                    {"decode_tokens_per_s", decode_tps},
-                    {"prefill_tokens_per_s",
-                     res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0}};
-    j["kv"] = {{"block_size", kv.block_size},
-               {"blocks_total", (*gen)->kv().n_blocks_total()},
-               {"blocks_used_peak", res->blocks_used_peak},
-               {"bytes_per_token", kv.bytes_per_token()},
-               {"type", kv_types},
-               {"type_k", kv_type_name(kv.k_type)},
-               {"type_v", kv_type_name(kv.v_type)},
-               {"policy", kv_policy_name((*gen)->kv().policy())}};
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    print_json(f, m, *eo, **gen, *req, *res, seed);
   } else {
-    std::fputc('\n', stdout);
-    std::fflush(stdout);  // the text ends before the stats line, also when both are piped
-    std::fprintf(stderr,
-                 "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
-                 "decode, KV peak %d of %d blocks of %d tokens (%s, %s), finish: %s\n",
-                 req.prompt.size(), res->prefill_ms,
-                 res->prefill_ms > 0 ? req.prompt.size() * 1000.0 / res->prefill_ms : 0.0,
-                 res->tokens.size(), decode_tps, res->blocks_used_peak,
-                 (*gen)->kv().n_blocks_total(), kv.block_size, kv_types.c_str(),
-                 kv_policy_name((*gen)->kv().policy()).c_str(), res->finish_reason.c_str());
+    print_stats(**gen, *req, *res);
   }
   return 0;
 }

@@ -53,42 +53,39 @@ std::string chat_template_for(const Model& m, const std::string& flag) {
   return {};
 }
 
-int run_serve(const ServeFlags& f) {
+// The engine loop's options from the flags, every flag checked before anything starts.
+Result<EngineLoopOptions> loop_options(const ServeFlags& f) {
   if (!f.chat_template.empty() && !server::is_chat_template_name(f.chat_template)) {
-    return report(
-        invalid_argument("--chat-template must be one of chatml, llama-3, llama-2, "
-                         "mistral, zephyr; got '" +
-                         f.chat_template + "'"));
+    return invalid_argument(
+        "--chat-template must be one of chatml, llama-3, llama-2, mistral, zephyr; got '" +
+        f.chat_template + "'");
   }
   const auto kind = scheduler_kind_from_name(f.scheduler);
-  if (!kind) {
-    return report(invalid_argument("--scheduler must be continuous, static or static-shrink"));
-  }
+  if (!kind) return invalid_argument("--scheduler must be continuous, static or static-shrink");
   if (f.preemption != "recompute" && f.preemption != "swap") {
-    return report(invalid_argument("--preemption must be recompute or swap"));
+    return invalid_argument("--preemption must be recompute or swap");
   }
-  auto swap_bytes = parse_byte_size(f.swap_space);
-  if (!swap_bytes) return report(swap_bytes.status());
+  KV_ASSIGN_OR_RETURN(const size_t swap_bytes, parse_byte_size(f.swap_space));
   // The swap area grows as sequences are swapped out, mid-serving: one larger than the memory
   // there is would end in the OOM killer under load, so it is refused now.
   if (const auto avail = available_memory();
-      f.preemption == "swap" && avail && static_cast<size_t>(*swap_bytes) > *avail) {
-    return report(invalid_argument("--swap-space " + f.swap_space + " is more than the " +
-                                   format_bytes(static_cast<double>(*avail)) +
-                                   " of memory available"));
+      f.preemption == "swap" && avail && swap_bytes > *avail) {
+    return invalid_argument("--swap-space " + f.swap_space + " is more than the " +
+                            format_bytes(static_cast<double>(*avail)) + " of memory available");
   }
-  auto eo = engine_options(f.engine);
-  if (!eo) return report(eo.status());
-  if (Status st = apply_prefix_flags(f.prefix, *eo); !st.is_ok()) return report(st);
+  EngineLoopOptions lo;
+  KV_ASSIGN_OR_RETURN(lo.engine, engine_options(f.engine));
+  KV_RETURN_IF_ERROR(apply_prefix_flags(f.prefix, lo.engine));
+  lo.sched.kind = *kind;
+  lo.sched.max_batch_tokens = f.max_batch_tokens;
+  lo.sched.max_seqs = f.max_seqs;
+  lo.sched.preemption = f.preemption == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+  lo.sched.swap_bytes = swap_bytes;
+  lo.max_queue = f.max_queue;
+  return lo;
+}
 
-  // Signals go to sigwait below, never to a handler thread.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-
+server::ServerOptions server_options(const ServeFlags& f) {
   server::ServerOptions so;
   so.host = f.host;
   so.port = f.port;
@@ -99,6 +96,24 @@ int run_serve(const ServeFlags& f) {
                         ? "kvserve-demo"
                         : std::filesystem::path(f.model.model_path).stem().string();
   }
+  return so;
+}
+
+// The listener starts first, then the model loads and the engine is attached; the process
+// serves until SIGTERM or SIGINT.
+int run_serve(const ServeFlags& f) {
+  auto lo = loop_options(f);
+  if (!lo) return report(lo.status());
+
+  // Signals go to sigwait below, never to a handler thread.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  const server::ServerOptions so = server_options(f);
   server::HttpServer http(so);
   const int n_threads = f.http_threads > 0 ? f.http_threads : f.max_seqs + f.max_queue + 8;
   if (Status st = http.start(std::min(n_threads, 1024)); !st.is_ok()) return report(st);
@@ -110,15 +125,7 @@ int run_serve(const ServeFlags& f) {
     http.drain_and_stop(std::chrono::milliseconds(0));
     return report(model.status());
   }
-  EngineLoopOptions lo;
-  lo.engine = *eo;
-  lo.sched.kind = *kind;
-  lo.sched.max_batch_tokens = f.max_batch_tokens;
-  lo.sched.max_seqs = f.max_seqs;
-  lo.sched.preemption = f.preemption == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
-  lo.sched.swap_bytes = *swap_bytes;
-  lo.max_queue = f.max_queue;
-  auto engine = EngineLoop::create(**model, lo);
+  auto engine = EngineLoop::create(**model, *lo);
   if (!engine) {
     http.drain_and_stop(std::chrono::milliseconds(0));
     return report(engine.status());

@@ -33,19 +33,46 @@ void add_threads_option(CLI::App& app, int& n_threads) {
       ->check(CLI::Range(0, kMaxThreads));
 }
 
-void add_engine_flags(CLI::App& app, EngineFlags& f) {
-  app.add_option("--block-size", f.block_size, "tokens per KV block (1-256)")
-      ->capture_default_str();
-  app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
-  app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
-  app.add_flag("--kv-lazy", f.kv_lazy,
-               "commit KV memory as blocks are first written, not at start-up (decode steps "
-               "then pay the page faults)");
+void add_kv_type_flags(CLI::App& app, KvTypeFlags& f, bool k_and_v_apart) {
   app.add_option("--kv-type", f.kv_type,
                  std::string("KV element type of K and V: ") + kv_type_list())
       ->capture_default_str();
+  if (!k_and_v_apart) return;
   app.add_option("--kv-type-k", f.kv_type_k, "K element type (default: --kv-type)");
   app.add_option("--kv-type-v", f.kv_type_v, "V element type (default: --kv-type)");
+}
+
+Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name) {
+  auto t = kv_type_from_name(name);
+  if (!t) {
+    return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() + ", got '" +
+                            name + "'");
+  }
+  return *t;
+}
+
+Result<KvTypes> kv_types_from_flags(const KvTypeFlags& f) {
+  // Unknown names are refused here; combinations the kernels cannot do (q4 on an odd
+  // head_dim, ...) when the engine is created for a model (KvLayout::check).
+  KvTypes t;
+  KV_ASSIGN_OR_RETURN(t.k, parse_kv_type_flag("--kv-type", f.kv_type));
+  t.v = t.k;
+  if (!f.kv_type_k.empty()) {
+    KV_ASSIGN_OR_RETURN(t.k, parse_kv_type_flag("--kv-type-k", f.kv_type_k));
+  }
+  if (!f.kv_type_v.empty()) {
+    KV_ASSIGN_OR_RETURN(t.v, parse_kv_type_flag("--kv-type-v", f.kv_type_v));
+  }
+  return t;
+}
+
+void add_block_size_flag(CLI::App& app, std::optional<int>& block_size) {
+  app.add_option("--block-size", block_size,
+                 "tokens per KV block, 1-256 (default: " + std::to_string(kDefaultBlockSize) +
+                     ", or " + std::to_string(kQ4DefaultBlockSize) + " when K or V is q4)");
+}
+
+void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& f) {
   app.add_option("--swa", f.swa,
                  "sliding-window attention over the last W tokens (frees the rest)");
   app.add_option("--kv-sink", f.kv_sink,
@@ -57,11 +84,22 @@ void add_engine_flags(CLI::App& app, EngineFlags& f) {
   app.add_option("--kv-keep", f.kv_keep, "h2o: tokens kept per sequence");
   app.add_option("--kv-recent", f.kv_recent,
                  "h2o: of --kv-keep, newest tokens always kept (default keep/4)");
+}
+
+void add_engine_flags(CLI::App& app, EngineFlags& f) {
+  add_block_size_flag(app, f.block_size);
+  app.add_option("--kv-budget", f.kv_budget, "KV cache memory, e.g. 512MiB or 2GiB");
+  app.add_option("--kv-blocks", f.kv_blocks, "KV cache size in blocks (overrides --kv-budget)");
+  app.add_flag("--kv-lazy", f.kv_lazy,
+               "commit KV memory as blocks are first written, not at start-up (decode steps "
+               "then pay the page faults)");
+  add_kv_type_flags(app, f.kv_types);
+  add_kv_policy_flags(app, f.policy);
   app.add_option("-c,--ctx", f.n_ctx, "context length (default: the model's)");
   add_threads_option(app, f.n_threads);
 }
 
-Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f) {
+Result<KvPolicy> kv_policy_from_flags(const KvPolicyFlags& f) {
   const bool window = f.swa != 0 || f.kv_sink != 0 || f.kv_window != 0;
   if (f.kv_evict != "none" && f.kv_evict != "h2o") {
     return invalid_argument("--kv-evict must be none or h2o, got '" + f.kv_evict + "'");
@@ -88,18 +126,8 @@ Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f) {
   return p;
 }
 
-Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name) {
-  auto t = kv_type_from_name(name);
-  if (!t) {
-    return invalid_argument(std::string(flag) + " must be one of " + kv_type_list() + ", got '" +
-                            name + "'");
-  }
-  return *t;
-}
-
 Result<EngineOptions> engine_options(const EngineFlags& f) {
   EngineOptions o;
-  o.block_size = f.block_size;
   o.kv_blocks = f.kv_blocks;
   o.n_ctx = f.n_ctx;
   o.n_threads = f.n_threads;
@@ -108,17 +136,11 @@ Result<EngineOptions> engine_options(const EngineFlags& f) {
   if (!f.kv_budget.empty()) {
     KV_ASSIGN_OR_RETURN(o.kv_bytes, parse_byte_size(f.kv_budget));
   }
-  // Unknown names are refused here; combinations the kernels cannot do (q4 on an odd
-  // head_dim, ...) when the engine is created for a model (KvLayout::check).
-  KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv_type_flag("--kv-type", f.kv_type));
-  o.kv_type_v = o.kv_type_k;
-  if (!f.kv_type_k.empty()) {
-    KV_ASSIGN_OR_RETURN(o.kv_type_k, parse_kv_type_flag("--kv-type-k", f.kv_type_k));
-  }
-  if (!f.kv_type_v.empty()) {
-    KV_ASSIGN_OR_RETURN(o.kv_type_v, parse_kv_type_flag("--kv-type-v", f.kv_type_v));
-  }
-  KV_ASSIGN_OR_RETURN(o.kv_policy, kv_policy_from_flags(f));
+  KV_ASSIGN_OR_RETURN(const KvTypes t, kv_types_from_flags(f.kv_types));
+  o.kv_type_k = t.k;
+  o.kv_type_v = t.v;
+  o.block_size = block_size_or_default(f.block_size, t);
+  KV_ASSIGN_OR_RETURN(o.kv_policy, kv_policy_from_flags(f.policy));
   return o;
 }
 
@@ -193,9 +215,9 @@ Status apply_prefix_flags(const PrefixFlags& f, EngineOptions& o) {
   return Status::ok();
 }
 
-void add_bench_model_flags(CLI::App& app, BenchModelFlags& f) {
+void add_bench_model_flags(CLI::App& app, BenchModelFlags& f, const char* preset_help) {
   add_model_flags(app, f);
-  app.add_option("--preset", f.preset, "synth preset (when no -m)")->capture_default_str();
+  app.add_option("--preset", f.preset, preset_help)->capture_default_str();
   app.add_option("--dtype", f.dtype, "synth weight type")->capture_default_str();
 }
 
@@ -204,6 +226,15 @@ Result<std::string> bench_model_path(const BenchModelFlags& f) {
   auto dt = dtype_from_name(f.dtype);
   if (!dt) return invalid_argument("bad --dtype '" + f.dtype + "'");
   return synth_preset_path(f.preset, *dt);
+}
+
+bench::ModelLoader bench_model_loader(const BenchModelFlags& f) {
+  return [f]() -> Result<std::unique_ptr<Model>> {
+    KV_ASSIGN_OR_RETURN(const std::string path, bench_model_path(f));
+    LoadOptions lo;
+    lo.tokenizer_path = f.tokenizer_path;
+    return load_model(path, lo);
+  };
 }
 
 Result<std::string> synth_preset_path(const std::string& preset, DType dtype) {

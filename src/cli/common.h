@@ -4,11 +4,14 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "bench/common.h"
 #include "core/status.h"
 #include "engine/generator.h"
+#include "kv/kv_type.h"
 #include "model/model.h"
 
 namespace kvserve::cli {
@@ -20,25 +23,51 @@ struct ModelFlags {
 };
 void add_model_flags(CLI::App& app, ModelFlags& f);
 
+// The KV flags, each declared once here and shared by every command that takes it.
+// --kv-type T (K and V), and where a command sets them apart, --kv-type-k / --kv-type-v.
+struct KvTypeFlags {
+  std::string kv_type = "f16";       // both K and V
+  std::string kv_type_k, kv_type_v;  // override kv_type for K or V when set
+};
+void add_kv_type_flags(CLI::App& app, KvTypeFlags& f, bool k_and_v_apart = true);
+// A KV type named by `flag` (--kv-type, ...); an unknown name's error lists the types.
+Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name);
+struct KvTypes {
+  KvType k = KvType::kF16, v = KvType::kF16;
+};
+// The K and V types the flags name; errors name the flag ("--kv-type must be one of ...").
+Result<KvTypes> kv_types_from_flags(const KvTypeFlags& f);
+
+// --block-size B; unset: default_block_size() of the KV types (kv/kv_type.h).
+void add_block_size_flag(CLI::App& app, std::optional<int>& block_size);
+inline int block_size_or_default(const std::optional<int>& block_size, KvTypes t) {
+  return block_size ? *block_size : default_block_size(t.k, t.v);
+}
+
+// Bounded KV (kv/kv_policy.h): --swa W, or --kv-sink S --kv-window W, or
+// --kv-evict h2o --kv-keep R [--kv-recent N].
+struct KvPolicyFlags {
+  int swa = 0, kv_sink = 0, kv_window = 0, kv_keep = 0, kv_recent = -1;
+  std::string kv_evict = "none";
+};
+void add_kv_policy_flags(CLI::App& app, KvPolicyFlags& f);
+// The bounded-KV policy the flags ask for (FullKv when none); errors name the flag.
+Result<KvPolicy> kv_policy_from_flags(const KvPolicyFlags& f);
+
 struct EngineFlags {
-  int block_size = 16;
+  std::optional<int> block_size;
   std::string kv_budget;  // "512MiB"
   bool kv_lazy = false;   // --kv-lazy: KvCommit::kOnWrite
   int kv_blocks = 0;
-  std::string kv_type = "f16";       // both K and V
-  std::string kv_type_k, kv_type_v;  // override kv_type for K or V when set
-  // Bounded KV (kv/kv_policy.h): --swa W, or --kv-sink S --kv-window W, or
-  // --kv-evict h2o --kv-keep R [--kv-recent N].
-  int swa = 0, kv_sink = 0, kv_window = 0, kv_keep = 0, kv_recent = -1;
-  std::string kv_evict = "none";
+  KvTypeFlags kv_types;
+  KvPolicyFlags policy;
   int n_ctx = 0;
   int n_threads = 0;
 };
+// The KV, policy, context and thread flags of the commands that run the engine (generate, serve).
 void add_engine_flags(CLI::App& app, EngineFlags& f);
-// The bounded-KV policy the flags ask for (FullKv when none); errors name the flag.
-Result<KvPolicy> kv_policy_from_flags(const EngineFlags& f);
-// A KV type named by `flag` (--kv-type, ...); an unknown name's error lists the types.
-Result<KvType> parse_kv_type_flag(const char* flag, const std::string& name);
+// EngineOptions from the flags: block size as asked or the KV types' default; errors name the
+// flag. Combinations the kernels cannot do are refused later, when the engine is created.
 Result<EngineOptions> engine_options(const EngineFlags& f);
 
 // The demo model's path: a synth model written deterministically on first use under
@@ -65,9 +94,12 @@ struct BenchModelFlags : ModelFlags {
   std::string preset = "smollm-135m";
   std::string dtype = "q8_0";
 };
-void add_bench_model_flags(CLI::App& app, BenchModelFlags& f);
+void add_bench_model_flags(CLI::App& app, BenchModelFlags& f,
+                           const char* preset_help = "synth preset (when no -m)");
 // -m, else the preset's cached synth model (written on first use).
 Result<std::string> bench_model_path(const BenchModelFlags& f);
+// Loads bench_model_path(f) (with --tokenizer) when a benchmark asks for its model.
+bench::ModelLoader bench_model_loader(const BenchModelFlags& f);
 
 // -t,--threads: 0 (one per core) up to kMaxThreads; more is refused by the parser, as creating
 // them would fail (std::system_error) part-way through building a thread pool.

@@ -57,16 +57,27 @@ TEST(KvTypeCli, RefusesWhatTheKernelsCannotDo) {
 TEST(KvTypeCli, GenerateAndInspectOnStories260K) {
   const std::string model = test::shared_model_path("stories260K/stories260K.gguf");
   KV_REQUIRE_SHARED_FILE(model);
-  Proc g =
-      run_kvserve("generate -m " + model +
-                      " -p 'Once upon a time' -n 20 --temp 0 --json --kv-type-k q4 --kv-type-v q8",
-                  false);
+  Proc g = run_kvserve("generate -m " + model +
+                           " -p 'Once upon a time' -n 20 --temp 0 --json --kv-type-k q4"
+                           " --kv-type-v q8 --block-size 16",
+                       false);
   ASSERT_EQ(g.rc, 0) << g.out;
   auto j = nlohmann::json::parse(g.out);
   EXPECT_EQ(j["kv"]["type_k"], "q4");
   EXPECT_EQ(j["kv"]["type_v"], "q8");
   EXPECT_EQ(j["kv"]["bytes_per_token"], 5 * 4 * ((4 + 32 / 16.0) + 10));  // hd 8, blocks of 16
   EXPECT_EQ(j["tokens"].size(), 20u);
+  // Without --block-size, q4 gets blocks of 32 (default_block_size), as bench kv-quality does:
+  // the per-channel header amortised over twice the tokens.
+  Proc d = run_kvserve("generate -m " + model +
+                           " -p 'Once upon a time' -n 20 --temp 0 --json --kv-type-k q4"
+                           " --kv-type-v q8",
+                       false);
+  ASSERT_EQ(d.rc, 0) << d.out;
+  auto jd = nlohmann::json::parse(d.out);
+  EXPECT_EQ(jd["kv"]["block_size"], 32);
+  EXPECT_EQ(jd["kv"]["bytes_per_token"], 5 * 4 * ((4 + 32 / 32.0) + 10));
+  EXPECT_EQ(jd["tokens"].size(), 20u);
   Proc i = run_kvserve("inspect -m " + model + " --json", false);
   ASSERT_EQ(i.rc, 0) << i.out;
   auto ji = nlohmann::json::parse(i.out);
