@@ -9,6 +9,7 @@
 #include "engine/generator.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
+#include "kernels/reduce.h"
 
 namespace kvserve::bench {
 
@@ -30,7 +31,7 @@ Status prefill_all(const Model& m, const BatchOptions& o, int b, KvCacheManager&
     one.add(&kv.table(s), 0, tokens[s].data(), o.context);
     runner.forward(one, logits);
     kv.commit(s, o.context);
-    tokens[s].push_back(argmax(logits.data(), n_vocab));
+    tokens[s].push_back(kernels::argmax(logits.data(), n_vocab));
   }
   return Status::ok();
 }
@@ -52,7 +53,7 @@ Result<double> decode_step(const Model& m, KvCacheManager& kv, ModelRunner& runn
   const auto t1 = std::chrono::steady_clock::now();
   for (int s = 0; s < b; ++s) {
     kv.commit(s, static_cast<int>(tokens[s].size()));
-    tokens[s].push_back(argmax(logits.data() + s * n_vocab, static_cast<int>(n_vocab)));
+    tokens[s].push_back(kernels::argmax(logits.data() + s * n_vocab, static_cast<int>(n_vocab)));
   }
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }

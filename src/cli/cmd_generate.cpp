@@ -121,7 +121,7 @@ void print_json(const GenerateFlags& f, const Model& m, const EngineOptions& eo,
                   {"decode_tokens_per_s", decode_tps(res)},
                   {"prefill_tokens_per_s", prefill_tps(req, res)}};
   j["kv"] = {{"block_size", kv.block_size},
-             {"blocks_total", gen.kv().pool().n_blocks_total()},
+             {"blocks_total", gen.kv().n_blocks_total()},
              {"blocks_used_peak", res.blocks_used_peak},
              {"bytes_per_token", kv.bytes_per_token()},
              {"type", kv_types_name(kv)},
@@ -139,7 +139,7 @@ void print_stats(Generator& gen, const GenerateRequest& req, const GenerateResul
                "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
                "decode, KV peak %d of %d blocks of %d tokens (%s, %s), finish: %s\n",
                req.prompt.size(), res.prefill_ms, prefill_tps(req, res), res.tokens.size(),
-               decode_tps(res), res.blocks_used_peak, gen.kv().pool().n_blocks_total(),
+               decode_tps(res), res.blocks_used_peak, gen.kv().n_blocks_total(),
                kv.block_size, kv_types_name(kv).c_str(), kv_policy_name(gen.kv().policy()).c_str(),
                res.finish_reason.c_str());
 }

@@ -57,7 +57,7 @@ class Generator {
   // Fails with invalid_argument for an empty prompt, ids out of range, a prompt over the context
   // or the KV cache, or bad sampling values, and with out_of_memory when the KV budget runs out
   // part-way. Whatever happens, the sequence's blocks are free again when it returns (free or,
-  // with the prefix cache, cached-evictable: kv().pool().n_blocks_used() is back to 0).
+  // with the prefix cache, cached-evictable: kv().n_blocks_used() is back to 0).
   Result<GenerateResult> generate(const GenerateRequest& req);
   // Parallel sampling: one continuation per seed, sampled with req.sampling and that seed, all
   // in one batch; with the prefix cache on, the continuations share the prompt's blocks. Each

@@ -4,12 +4,8 @@
 #include <cmath>
 #include <unordered_set>
 
-#include "kernels/attention.h"
+#include "kernels/reduce.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define KVSERVE_SAMPLER_X86 1
-#endif
 
 namespace kvserve {
 
@@ -64,115 +60,6 @@ float Rng::uniform() {
   return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f);
 }
 
-namespace {
-
-// The reference loop; continues a scan of x[0, n) from index `from` whose best so far is `best`.
-int32_t argmax_scalar(const float* x, int n, int from, int32_t best) {
-  for (int i = from; i < n; ++i) {
-    if (x[i] > x[best]) best = i;
-  }
-  return best;
-}
-
-#if KVSERVE_SAMPLER_X86
-// The SIMD scans keep w lanes (several registers side by side): lane j sees x[j], x[j + w],
-// x[j + 2w], ... and keeps the largest (ordered > : NaN never replaces) with the round r in
-// which it first saw it, i.e. element r * w + j. The first index of the maximum of the scanned
-// part is then the smallest such index among the lanes holding the maximum, as in the loop.
-// A lane still at -inf saw only -inf and NaN and is never picked (not > m, nor at an index
-// < 0); if all are, every scanned element is -inf or NaN and, x[0] not being NaN, the answer
-// is 0. The caller finishes the tail with the loop.
-int32_t reduce_lanes(const float* val, const int32_t* round, int w) {
-  float m = -INFINITY;
-  int32_t best = 0;
-  for (int j = 0; j < w; ++j) {
-    const int32_t i = round[j] * w + j;
-    if (val[j] > m || (val[j] == m && i < best)) {
-      m = val[j];
-      best = i;
-    }
-  }
-  return best;
-}
-
-// Requires n >= 64 and x[0] not NaN.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t argmax_avx512(const float* x, int n) {
-  constexpr int kAcc = 4, kW = 16 * kAcc;
-  __m512 best[kAcc];
-  __m512i round[kAcc];
-  for (int k = 0; k < kAcc; ++k) {
-    best[k] = _mm512_set1_ps(-INFINITY);
-    round[k] = _mm512_setzero_si512();
-  }
-  __m512i r = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi32(1);
-  int i = 0;
-  for (; i + kW <= n; i += kW) {
-    for (int k = 0; k < kAcc; ++k) {
-      const __m512 v = _mm512_loadu_ps(x + i + 16 * k);
-      const __mmask16 gt = _mm512_cmp_ps_mask(v, best[k], _CMP_GT_OQ);
-      best[k] = _mm512_mask_mov_ps(best[k], gt, v);
-      round[k] = _mm512_mask_mov_epi32(round[k], gt, r);
-    }
-    r = _mm512_add_epi32(r, one);
-  }
-  alignas(64) float val[kW];
-  alignas(64) int32_t rnd[kW];
-  for (int k = 0; k < kAcc; ++k) {
-    _mm512_store_ps(val + 16 * k, best[k]);
-    _mm512_store_si512(rnd + 16 * k, round[k]);
-  }
-  return argmax_scalar(x, n, i, reduce_lanes(val, rnd, kW));
-}
-
-// Requires n >= 32 and x[0] not NaN.
-__attribute__((target("avx2"))) int32_t argmax_avx2(const float* x, int n) {
-  constexpr int kAcc = 4, kW = 8 * kAcc;
-  __m256 best[kAcc];
-  __m256 round[kAcc];  // int32 rounds, blended as floats
-  for (int k = 0; k < kAcc; ++k) {
-    best[k] = _mm256_set1_ps(-INFINITY);
-    round[k] = _mm256_setzero_ps();
-  }
-  __m256i r = _mm256_setzero_si256();
-  const __m256i one = _mm256_set1_epi32(1);
-  int i = 0;
-  for (; i + kW <= n; i += kW) {
-    const __m256 rf = _mm256_castsi256_ps(r);
-    for (int k = 0; k < kAcc; ++k) {
-      const __m256 v = _mm256_loadu_ps(x + i + 8 * k);
-      const __m256 gt = _mm256_cmp_ps(v, best[k], _CMP_GT_OQ);
-      best[k] = _mm256_blendv_ps(best[k], v, gt);
-      round[k] = _mm256_blendv_ps(round[k], rf, gt);
-    }
-    r = _mm256_add_epi32(r, one);
-  }
-  alignas(32) float val[kW];
-  alignas(32) int32_t rnd[kW];
-  for (int k = 0; k < kAcc; ++k) {
-    _mm256_store_ps(val + 8 * k, best[k]);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(rnd + 8 * k), _mm256_castps_si256(round[k]));
-  }
-  return argmax_scalar(x, n, i, reduce_lanes(val, rnd, kW));
-}
-#endif
-
-}  // namespace
-
-int32_t argmax(const float* x, int n, CpuLevel level) {
-  if (n <= 1 || std::isnan(x[0])) return 0;
-#if KVSERVE_SAMPLER_X86
-  level = std::min(level, cpu_level());
-  if (level == CpuLevel::kAvx512 && n >= 64) return argmax_avx512(x, n);
-  if (level >= CpuLevel::kAvx2 && n >= 32) return argmax_avx2(x, n);
-#endif
-  return argmax_scalar(x, n, 1, 0);
-}
-
-int32_t argmax(const float* x, int n) {
-  return argmax(x, n, cpu_level());
-}
-
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
 int32_t Sampler::sample(float* logits, int n_vocab, const std::vector<int32_t>& history) {
@@ -206,12 +93,12 @@ void Sampler::apply_penalties(float* logits, int n_vocab,
 int32_t Sampler::pick(float* logits, int n_vocab, const std::vector<int32_t>& history) {
   const SamplingParams& p = params_;
   apply_penalties(logits, n_vocab, history);
-  if (p.temperature == 0.0f) return argmax(logits, n_vocab);
+  if (p.temperature == 0.0f) return kernels::argmax(logits, n_vocab);
 
   // Softmax of logits / T, in place: probabilities in token order, no copy.
   const float inv_t = 1.0f / p.temperature;
   for (int i = 0; i < n_vocab; ++i) logits[i] *= inv_t;
-  const int32_t top = argmax(logits, n_vocab);
+  const int32_t top = kernels::argmax(logits, n_vocab);
   const float sum = kernels::exp_shift_sum(logits, n_vocab, logits[top]);
   const float inv = 1.0f / sum;
   float* prob = logits;  // [n_vocab]
@@ -234,7 +121,7 @@ void Sampler::keep_candidates(const float* prob, int n_vocab, size_t keep) {
   auto by_prob = [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
-  const float p_max = prob[argmax(prob, n_vocab)];  // exact, whatever exp's rounding did
+  const float p_max = prob[kernels::argmax(prob, n_vocab)];  // exact, whatever exp's rounding did
   for (int shift = 4;; shift *= 2) {
     const float theta = shift >= 128 ? 0.0f : std::ldexp(p_max, -shift);
     cand_.clear();

@@ -77,11 +77,5 @@ class Sampler {
   std::vector<float> span_sum_;                  // scratch: draw_all's span sums
 };
 
-// Index of the largest value (lowest index on ties), exactly as the loop
-// `best = 0; for i in [1, n): if (x[i] > x[best]) best = i`: NaN never wins, a NaN at x[0] gives
-// 0, and so does n <= 0 (x is not read then). Uses the best SIMD path of cpu_level(); the
-// overload with a level forces a path, capped at cpu_level(), for tests and benchmarks.
-int32_t argmax(const float* x, int n);
-int32_t argmax(const float* x, int n, CpuLevel level);
 
 }  // namespace kvserve

@@ -277,10 +277,4 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
   }
 }
 
-float exp_shift_sum(float* x, int n, float m) {
-  if (n <= 0) return 0.0f;
-  // 16 divides every vector width, so this is the CPU's widest exp.
-  return attn_tile_fns(cpu_level(), 16).exp_sum(x, n, m);
-}
-
 }  // namespace kvserve::kernels

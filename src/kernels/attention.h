@@ -39,9 +39,5 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
                      const KvStorage& kv, int layer, int n_head, float scale,
                      const AttentionWindow& win, float* out, ThreadPool& pool);
 
-// x[i] = exp(x[i] - m) for i in [0, n), m >= every x[i]; returns their sum. The softmax
-// exponential of the attention kernels (vectorised, relative error ~2e-7), for other softmaxes
-// over long rows, such as the sampler's over the vocabulary.
-float exp_shift_sum(float* x, int n, float m);
 
 }  // namespace kvserve::kernels

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
-#include "engine/sampler.h"
+#include "kernels/reduce.h"
 
 namespace kvserve {
 namespace {
@@ -32,10 +32,10 @@ void expect_all_levels_match(const std::vector<float>& x, const std::string& wha
   const int n = static_cast<int>(x.size());
   const int32_t want = reference_argmax(x.data(), n);
   for (CpuLevel level : kLevels) {
-    ASSERT_EQ(argmax(x.data(), n, level), want)
+    ASSERT_EQ(kernels::argmax(x.data(), n, level), want)
         << what << " n " << n << " " << cpu_level_name(level);
   }
-  ASSERT_EQ(argmax(x.data(), n), want) << what << " n " << n;
+  ASSERT_EQ(kernels::argmax(x.data(), n), want) << what << " n " << n;
 }
 
 // One random vector of a given kind.
@@ -135,7 +135,7 @@ TEST(Argmax, MaximumAtEveryPosition) {
     if (p % 5 == 0 && p > 0) y[p - 1] = 20.0f;        // earlier tie wins
     const int32_t want = reference_argmax(y.data(), n);
     for (CpuLevel level : kLevels) {
-      ASSERT_EQ(argmax(y.data(), n, level), want) << "p " << p << " " << cpu_level_name(level);
+      ASSERT_EQ(kernels::argmax(y.data(), n, level), want) << "p " << p << " " << cpu_level_name(level);
     }
   }
 }
@@ -145,18 +145,18 @@ TEST(Argmax, DocumentedCases) {
     std::vector<float> x(100, 1.0f);
     x[0] = kNan;
     x[50] = 5.0f;
-    EXPECT_EQ(argmax(x.data(), 100, level), 0);  // NaN at 0 never loses
+    EXPECT_EQ(kernels::argmax(x.data(), 100, level), 0);  // NaN at 0 never loses
     x[0] = -kInf;
-    EXPECT_EQ(argmax(x.data(), 100, level), 50);
+    EXPECT_EQ(kernels::argmax(x.data(), 100, level), 50);
     x.assign(100, kNan);
     x[0] = -kInf;
-    EXPECT_EQ(argmax(x.data(), 100, level), 0);
+    EXPECT_EQ(kernels::argmax(x.data(), 100, level), 0);
     x[99] = -kInf;
-    EXPECT_EQ(argmax(x.data(), 100, level), 0);  // first of the equal -infs
+    EXPECT_EQ(kernels::argmax(x.data(), 100, level), 0);  // first of the equal -infs
     x[70] = -3.0f;
-    EXPECT_EQ(argmax(x.data(), 100, level), 70);
-    EXPECT_EQ(argmax(x.data(), 0, level), 0);
-    EXPECT_EQ(argmax(nullptr, 0, level), 0);
+    EXPECT_EQ(kernels::argmax(x.data(), 100, level), 70);
+    EXPECT_EQ(kernels::argmax(x.data(), 0, level), 0);
+    EXPECT_EQ(kernels::argmax(nullptr, 0, level), 0);
   }
 }
 
