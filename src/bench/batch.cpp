@@ -7,6 +7,7 @@
 #include "core/thread_pool.h"
 #include "engine/batch.h"
 #include "engine/generator.h"
+#include "engine/k_smoothing.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
 #include "kernels/reduce.h"
@@ -69,7 +70,8 @@ Result<BatchRow> measure_batch(const Model& m, const BatchOptions& o, int b) {
   eo.kv_blocks = b * ((n_ctx + eo.block_size - 1) / eo.block_size + 1);
   KV_ASSIGN_OR_RETURN(auto kv, make_kv_cache(m, eo, n_ctx, b));
   ThreadPool pool(o.n_threads);
-  ModelRunner runner(m, kv->storage(), pool);
+  ModelRunner runner(m, kv->storage(), pool, kv->policy(),
+                     k_smoothing_for(m, kv->layout(), kv->policy()));
   std::vector<std::vector<int32_t>> tokens;  // per sequence: its prompt, then its tokens
   KV_RETURN_IF_ERROR(prefill_all(m, o, b, *kv, runner, tokens));
   double timed_ms = 0;

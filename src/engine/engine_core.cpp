@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/assert.h"
+#include "engine/k_smoothing.h"
 
 namespace kvserve {
 
@@ -36,7 +37,8 @@ EngineCore::EngineCore(const Model& model, const EngineCoreOptions& opts, int n_
       max_len_(max_len_for(opts, n_ctx)),
       pool_(opts.engine.n_threads),
       kv_(std::move(kv)),
-      runner_(model, kv_->storage(), pool_, kv_->policy()),
+      runner_(model, kv_->storage(), pool_, kv_->policy(),
+              k_smoothing_for(model, kv_->layout(), kv_->policy())),
       scheduler_(*kv_, opts.sched),
       output_(model, max_len_),
       block_size_(kv_->block_size()),

@@ -122,4 +122,11 @@ Result<KSmoothing> calibrate_k_smoothing(const Model& model, bool with_offset, i
   return out;
 }
 
+KSmoothing k_smoothing_for(const Model& model, const KvLayout& layout, const KvPolicy& policy) {
+  if (layout.k_type != KvType::kQ8) return {};
+  const auto* w = std::get_if<WindowKv>(&policy);
+  auto ks = calibrate_k_smoothing(model, /*with_offset=*/!w || w->sink == 0);
+  return ks ? std::move(*ks) : KSmoothing{};
+}
+
 }  // namespace kvserve

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kv/kv_policy.h"
+#include "kv/kv_storage.h"
 #include "model/model.h"
 
 namespace kvserve {
@@ -38,5 +40,10 @@ inline bool hadamard_ok(int hd) {
 // the factors. with_offset = false: m = 0 (attention sinks).
 Result<KSmoothing> calibrate_k_smoothing(const Model& model, bool with_offset,
                                          int max_tokens = 256);
+
+// The factors a runner over `layout` under `policy` needs: calibrated for int8 K (q8), without
+// the offset under attention sinks; empty for other K types, and when calibration fails (the
+// cache then runs unsmoothed: only quality changes).
+KSmoothing k_smoothing_for(const Model& model, const KvLayout& layout, const KvPolicy& policy);
 
 }  // namespace kvserve

@@ -55,21 +55,19 @@ void rmsnorm_rows(float* x, const float* residual, const TensorView& w, float* o
 }  // namespace
 
 ModelRunner::ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool,
-                         const KvPolicy& policy)
+                         const KvPolicy& policy, KSmoothing k_smooth)
     : model_(model),
       cfg_(model.config),
       kv_(kv),
       pool_(pool),
       rope_(model.config, model.rope_freqs.present()
                               ? static_cast<const float*>(model.rope_freqs.data)
-                              : nullptr) {
+                              : nullptr),
+      k_smooth_(std::move(k_smooth)) {
   KV_ASSERT(kv.layout().n_layer == cfg_.n_layer && kv.layout().n_head_kv == cfg_.n_head_kv &&
             kv.layout().head_dim == cfg_.head_dim);
+  KV_ASSERT(k_smooth_.div.empty() || static_cast<int>(k_smooth_.div.size()) == cfg_.n_layer);
   if (const auto* w = std::get_if<WindowKv>(&policy)) window_ = *w;
-  if (kv.layout().k_type == KvType::kQ8) {
-    auto ks = calibrate_k_smoothing(model, /*with_offset=*/window_.sink == 0);
-    if (ks) k_smooth_ = std::move(*ks);  // else run unsmoothed: only quality changes
-  }
   if (window_.sink > 0) {
     // StreamingLLM positions: with the window full, the cache reads as sinks at 0..S-1 followed
     // by the window, the query last, at S + W - 1. Window keys keep their true distance to the

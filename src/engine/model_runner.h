@@ -21,8 +21,9 @@ namespace kvserve {
 class ModelRunner {
  public:
   // policy: a WindowKv limits what attention sees (the cache manager frees the rest).
+  // k_smooth: int8 K's smoothing factors (k_smoothing_for); empty: K stored as computed.
   ModelRunner(const Model& model, KvStorage& kv, ThreadPool& pool,
-              const KvPolicy& policy = FullKv{});
+              const KvPolicy& policy = FullKv{}, KSmoothing k_smooth = {});
 
   // Computes every token of the batch, writes its K/V at its position (the tables must already
   // cover them), and fills logits with [batch.n_outputs()][n_vocab] rows, sequence by sequence.
