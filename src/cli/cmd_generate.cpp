@@ -29,6 +29,7 @@ struct GenerateFlags {
   int64_t seed = -1;
   bool no_kv_cache = false;
   bool ignore_eos = false;
+  std::vector<std::string> stop;
   bool json = false;
 };
 
@@ -75,6 +76,10 @@ Result<GenerateRequest> make_request(const GenerateFlags& f, const Model& m, uin
   }
   req.n_predict = f.n_predict;
   req.ignore_eos = f.ignore_eos;
+  if (!f.stop.empty() && !m.tokenizer) {
+    return invalid_argument("--stop needs the model's tokenizer (none for " + m.path + ")");
+  }
+  req.stop = f.stop;
   req.use_kv_cache = !f.no_kv_cache;
   req.sampling.temperature = f.temperature;
   req.sampling.top_k = f.top_k;
@@ -107,10 +112,7 @@ void print_json(const GenerateFlags& f, const Model& m, const EngineOptions& eo,
   j["model"] = m.path;
   j["prompt_tokens"] = req.prompt;
   j["tokens"] = res.tokens;
-  std::vector<int32_t> shown;
-  for (int32_t t : res.tokens)
-    if (!m.is_stop_token(t) || f.ignore_eos) shown.push_back(t);
-  j["text"] = m.tokenizer ? m.tokenizer->decode(shown, req.prompt.back()) : "";
+  j["text"] = res.text;  // EOS adds none; cut before a stop string
   j["finish_reason"] = res.finish_reason;
   j["seed"] = seed;
   j["kv_cache"] = req.use_kv_cache;
@@ -139,40 +141,40 @@ void print_stats(Generator& gen, const GenerateRequest& req, const GenerateResul
                "kvserve: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated, %.1f tok/s "
                "decode, KV peak %d of %d blocks of %d tokens (%s, %s), finish: %s\n",
                req.prompt.size(), res.prefill_ms, prefill_tps(req, res), res.tokens.size(),
-               decode_tps(res), res.blocks_used_peak, gen.kv().n_blocks_total(),
-               kv.block_size, kv_types_name(kv).c_str(), kv_policy_name(gen.kv().policy()).c_str(),
+               decode_tps(res), res.blocks_used_peak, gen.kv().n_blocks_total(), kv.block_size,
+               kv_types_name(kv).c_str(), kv_policy_name(gen.kv().policy()).c_str(),
                res.finish_reason.c_str());
 }
 
-// Text mode streams the prompt and then each token as it is sampled. The prompt is echoed
-// with the first token, once the request has passed every check and its prefill: a request
-// refused (sampling values, a prompt over the context, no KV memory) prints only its error.
+// Text mode streams the prompt and then the engine's text as it becomes safe to show (held
+// back where it could still be a stop string). The prompt is echoed with the first token, once
+// the request has passed every check and its prefill: a request refused (sampling values, a
+// prompt over the context, no KV memory) prints only its error.
 class TextStream {
  public:
-  TextStream(const Model& m, const GenerateRequest& req, bool ignore_eos)
-      : m_(m), req_(req), ignore_eos_(ignore_eos) {}
+  TextStream(const Model& m, const GenerateRequest& req) : m_(m), req_(req) {}
   void echo_prompt() {
+    int32_t prev = -1;
     for (int32_t t : req_.prompt) {
-      std::fputs(m_.tokenizer->decode_token(prev_, t).c_str(), stdout);
-      prev_ = t;
+      std::fputs(m_.tokenizer->decode_token(prev, t).c_str(), stdout);
+      prev = t;
     }
     echoed_ = true;
   }
-  bool on_token(int32_t t) {
+  bool on_token(int32_t) {
     if (!echoed_) echo_prompt();
-    if (!m_.is_stop_token(t) || ignore_eos_)
-      std::fputs(m_.tokenizer->decode_token(prev_, t).c_str(), stdout);
-    prev_ = t;
-    std::fflush(stdout);
     return true;
+  }
+  void on_text(std::string_view text) {
+    if (!echoed_) echo_prompt();
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
   }
   bool echoed() const { return echoed_; }
 
  private:
   const Model& m_;
   const GenerateRequest& req_;
-  const bool ignore_eos_;
-  int32_t prev_ = -1;
   bool echoed_ = false;
 };
 
@@ -193,8 +195,11 @@ int run(const GenerateFlags& f) {
   if (!gen) return report(gen.status());
 
   const bool text = !f.json && m.tokenizer;
-  TextStream stream(m, *req, f.ignore_eos);
-  if (text) req->on_token = [&](int32_t t) { return stream.on_token(t); };
+  TextStream stream(m, *req);
+  if (text) {
+    req->on_token = [&](int32_t t) { return stream.on_token(t); };
+    req->on_text = [&](std::string_view piece) { stream.on_text(piece); };
+  }
   auto res = (*gen)->generate(*req);
   if (!res) {
     if (stream.echoed()) std::fputc('\n', stdout);
@@ -240,6 +245,8 @@ void register_generate(CLI::App& app, int* rc) {
   sub->add_flag("--no-kv-cache", f->no_kv_cache,
                 "recompute the whole sequence every step (baseline)");
   sub->add_flag("--ignore-eos", f->ignore_eos, "keep generating past end-of-sequence");
+  sub->add_option("--stop", f->stop,
+                  "stop before this text (repeatable); the output ends before it, finish: stop");
   sub->add_flag("--json", f->json, "print one JSON object instead of text");
   sub->callback([f, rc] { *rc = run(*f); });
 }

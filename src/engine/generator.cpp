@@ -112,6 +112,7 @@ Result<std::vector<GenerateResult>> Generator::generate_all(const GenerateReques
   KV_RETURN_IF_ERROR(run(r, [&](SeqEvent& e) {
     ResultFolder& f = folders[e.index];
     f.fold(e);
+    if (req.on_text && !e.text.empty()) req.on_text(e.text);
     // The callback may stop the sequence: the engine finishes it on its next step.
     if (req.on_token && !f.done) {
       for (int32_t t : e.tokens) {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -37,6 +38,9 @@ struct GenerateRequest {
   std::string cache_salt;    // prefix-cache namespace (tenant); "" = the public one
   // Called with each generated token; return false to stop.
   std::function<bool(int32_t)> on_token;
+  // Called with each piece of text as it becomes safe to show (held back while it could still
+  // begin a stop string or is an incomplete UTF-8 character); the pieces add up to the text.
+  std::function<void(std::string_view)> on_text;
 };
 
 struct GenerateResult {

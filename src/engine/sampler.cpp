@@ -6,7 +6,6 @@
 
 #include "kernels/reduce.h"
 
-
 namespace kvserve {
 
 Status SamplingParams::validate() const {

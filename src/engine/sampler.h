@@ -77,5 +77,4 @@ class Sampler {
   std::vector<float> span_sum_;                  // scratch: draw_all's span sums
 };
 
-
 }  // namespace kvserve

@@ -49,6 +49,29 @@ TEST(Cli, GenerateJsonOnStories260K) {
   EXPECT_EQ(nlohmann::json::parse(q.out)["tokens"], j["tokens"]);
 }
 
+// --stop ends the output before the stop string, in text and JSON alike, with finish "stop"; the
+// text streamed before it is the same as without it.
+TEST(Cli, GenerateStopsBeforeAStopString) {
+  const std::string model = stories("stories260K.gguf");
+  KV_REQUIRE_SHARED_FILE(model);
+  const std::string base = "generate -m " + model + " -p 'Once upon a time' -n 40 --temp 0";
+  Proc full = run_kvserve(base + " --json", false);
+  ASSERT_EQ(full.rc, 0) << full.out;
+  const std::string text = nlohmann::json::parse(full.out)["text"];
+  ASSERT_GT(text.size(), 40u);
+  const std::string stop = text.substr(30, 6);  // the first match may come earlier
+  const std::string want = text.substr(0, text.find(stop));
+  Proc j = run_kvserve(base + " --json --stop '" + stop + "'", false);
+  ASSERT_EQ(j.rc, 0) << j.out;
+  const auto out = nlohmann::json::parse(j.out);
+  EXPECT_EQ(out["text"], want);
+  EXPECT_EQ(out["finish_reason"], "stop");
+  EXPECT_LT(out["tokens"].size(), 40u);
+  Proc t = run_kvserve(base + " --stop '" + stop + "'", false);
+  ASSERT_EQ(t.rc, 0) << t.out;
+  EXPECT_EQ(t.out, "Once upon a time" + want + "\n");
+}
+
 TEST(Cli, GenerateTextReproducesRunCReference) {
   const std::string model = stories("stories260K.bin");
   KV_REQUIRE_SHARED_FILE(model);

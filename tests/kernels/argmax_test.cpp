@@ -135,7 +135,8 @@ TEST(Argmax, MaximumAtEveryPosition) {
     if (p % 5 == 0 && p > 0) y[p - 1] = 20.0f;        // earlier tie wins
     const int32_t want = reference_argmax(y.data(), n);
     for (CpuLevel level : kLevels) {
-      ASSERT_EQ(kernels::argmax(y.data(), n, level), want) << "p " << p << " " << cpu_level_name(level);
+      ASSERT_EQ(kernels::argmax(y.data(), n, level), want)
+          << "p " << p << " " << cpu_level_name(level);
     }
   }
 }
