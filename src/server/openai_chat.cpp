@@ -70,17 +70,6 @@ class ChatFolder final : public Folder {
   }
 };
 
-std::optional<ApiError> parse_body(std::string_view body, const ProtocolContext& ctx,
-                                   ParsedRequest& out) {
-  json j;
-  KV_API_TRY(parse_json(body, j));
-  return parse_chat(j, ctx, out);
-}
-
-std::unique_ptr<ResponseFolder> make_folder(ParsedRequest p, ResponseMeta meta) {
-  return std::make_unique<ChatFolder>(std::move(p), std::move(meta));
-}
-
 }  // namespace
 
 std::optional<ApiError> parse_chat(const json& b, const ProtocolContext& ctx, ParsedRequest& out) {
@@ -131,7 +120,8 @@ std::optional<ApiError> parse_chat(const json& b, const ProtocolContext& ctx, Pa
 }
 
 const Protocol& chat_protocol() {
-  static const Protocol p{"chatcmpl-", parse_body, make_folder, error_body};
+  static const Protocol p{"chatcmpl-", parse_json_body<parse_chat>, make_folder_of<ChatFolder>,
+                          error_body};
   return p;
 }
 

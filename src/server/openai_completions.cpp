@@ -113,17 +113,6 @@ class CompletionsFolder final : public Folder {
   }
 };
 
-std::optional<ApiError> parse_body(std::string_view body, const ProtocolContext& ctx,
-                                   ParsedRequest& out) {
-  json j;
-  KV_API_TRY(parse_json(body, j));
-  return parse_completion(j, ctx, out);
-}
-
-std::unique_ptr<ResponseFolder> make_folder(ParsedRequest p, ResponseMeta meta) {
-  return std::make_unique<CompletionsFolder>(std::move(p), std::move(meta));
-}
-
 }  // namespace
 
 std::optional<ApiError> parse_completion(const json& b, const ProtocolContext& ctx,
@@ -142,7 +131,8 @@ std::optional<ApiError> parse_completion(const json& b, const ProtocolContext& c
 }
 
 const Protocol& completions_protocol() {
-  static const Protocol p{"cmpl-", parse_body, make_folder, error_body};
+  static const Protocol p{"cmpl-", parse_json_body<parse_completion>,
+                          make_folder_of<CompletionsFolder>, error_body};
   return p;
 }
 

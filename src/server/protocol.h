@@ -146,4 +146,20 @@ struct Protocol {
   nlohmann::json (*error_body)(const ApiError& e);
 };
 
+// Protocol::parse for an API whose body is one JSON object read by ParseObject.
+template <std::optional<ApiError> (*ParseObject)(const nlohmann::json&, const ProtocolContext&,
+                                                 ParsedRequest&)>
+std::optional<ApiError> parse_json_body(std::string_view body, const ProtocolContext& ctx,
+                                        ParsedRequest& out) {
+  nlohmann::json j;
+  if (auto err = parse_json(body, j)) return err;
+  return ParseObject(j, ctx, out);
+}
+
+// Protocol::make_folder for a folder constructed from (ParsedRequest, ResponseMeta).
+template <class Folder>
+std::unique_ptr<ResponseFolder> make_folder_of(ParsedRequest p, ResponseMeta meta) {
+  return std::make_unique<Folder>(std::move(p), std::move(meta));
+}
+
 }  // namespace kvserve::server

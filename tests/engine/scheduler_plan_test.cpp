@@ -24,12 +24,12 @@ class SchedulerPlanTest : public ::testing::Test {
  protected:
   // A cache of n_blocks blocks of 4 tokens; with keys when prefix is set.
   void make_cache(int n_blocks, bool prefix = false) {
-    KvLayout l;
-    l.n_layer = 1;
-    l.n_head_kv = 1;
-    l.head_dim = 4;
-    l.block_size = 4;
-    l.k_type = l.v_type = KvType::kF32;
+    const KvLayout l{.n_layer = 1,
+                     .n_head_kv = 1,
+                     .head_dim = 4,
+                     .block_size = 4,
+                     .k_type = KvType::kF32,
+                     .v_type = KvType::kF32};
     std::unique_ptr<PrefixCache> pc;
     if (prefix) pc = std::make_unique<HashPrefixCache>(HashKind::kXxh3_128, Digest{});
     auto kv = KvCacheManager::create(l, n_blocks, std::move(pc));

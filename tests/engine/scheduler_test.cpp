@@ -420,12 +420,12 @@ TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
 
 // Scheduler alone (no model): budgets and chunking.
 TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
-  KvLayout layout;
-  layout.n_layer = 1;
-  layout.n_head_kv = 1;
-  layout.head_dim = 4;
-  layout.block_size = 4;
-  layout.k_type = layout.v_type = KvType::kF32;
+  const KvLayout layout{.n_layer = 1,
+                        .n_head_kv = 1,
+                        .head_dim = 4,
+                        .block_size = 4,
+                        .k_type = KvType::kF32,
+                        .v_type = KvType::kF32};
   auto kv = KvCacheManager::create(layout, 1000);
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;
@@ -468,12 +468,12 @@ TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
 }
 
 TEST(Scheduler, AdmissionWaitsForBlocks) {
-  KvLayout layout;
-  layout.n_layer = 1;
-  layout.n_head_kv = 1;
-  layout.head_dim = 4;
-  layout.block_size = 4;
-  layout.k_type = layout.v_type = KvType::kF32;
+  const KvLayout layout{.n_layer = 1,
+                        .n_head_kv = 1,
+                        .head_dim = 4,
+                        .block_size = 4,
+                        .k_type = KvType::kF32,
+                        .v_type = KvType::kF32};
   auto kv = KvCacheManager::create(layout, 10);  // 40 tokens
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;
