@@ -167,6 +167,55 @@ void attend_partition(const AttnTileFns& fns, const float* q, const AttentionSeq
   }
 }
 
+// The tasks of one call: per query, its kv heads in one task (or, with fewer queries than
+// kMinQueriesPerThread per thread, one task per kv head, so a lone decode keeps the threads
+// busy; each head's arithmetic is the same either way), cut into partitions.
+std::vector<Task> make_tasks(const std::vector<AttentionSeq>& seqs, int n_head_kv, int n_threads,
+                             const AttentionWindow& win) {
+  int n_queries = 0;
+  for (const AttentionSeq& s : seqs) n_queries += s.n_q;
+  const int group = n_queries >= kMinQueriesPerThread * n_threads ? n_head_kv : 1;
+  std::vector<Task> tasks;
+  for (int s = 0; s < static_cast<int>(seqs.size()); ++s) {
+    for (int i = 0; i < seqs[s].n_q; ++i) {
+      for (int g = 0; g < n_head_kv; g += group) {
+        add_tasks(tasks, s, i, g, g + group, seqs[s].pos0 + i, win);
+      }
+    }
+  }
+  return tasks;
+}
+
+// Merges tasks [t0, t1), the partitions of one query's kv heads, into og ([n_head][hd]) in
+// partition order: out = sum_p o_p e^(m_p - M) / sum_p l_p e^(m_p - M); with s.scores, adds
+// each slot's probability e_t * e^(m_p - M) / denom, slot by slot in task order.
+void merge_partitions(const std::vector<Task>& tasks, size_t t0, size_t t1, const AttentionSeq& s,
+                      const Partials& part, int n_head, int n_gqa, int hd, float* og) {
+  const Task& k = tasks[t0];
+  for (int h = k.g0 * n_gqa; h < k.g1 * n_gqa; ++h) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (size_t t = t0; t < t1; ++t) mx = std::max(mx, part.m[t * n_head + h]);
+    float denom = 0;
+    float* oh = og + static_cast<size_t>(h) * hd;
+    std::fill(oh, oh + hd, 0.0f);
+    for (size_t t = t0; t < t1; ++t) {
+      const float w = std::exp(part.m[t * n_head + h] - mx);
+      denom += part.l[t * n_head + h] * w;
+      const float* o = &part.o[(t * n_head + h) * hd];
+      for (int e = 0; e < hd; ++e) oh[e] += o[e] * w;
+    }
+    const float inv = 1.0f / denom;
+    for (int e = 0; e < hd; ++e) oh[e] *= inv;
+    if (!s.scores) continue;
+    for (size_t t = t0; t < t1; ++t) {
+      const float w = std::exp(part.m[t * n_head + h] - mx) * inv;
+      const float* e = &part.e[(t * n_head + h) * kPartition];
+      for (int j = 0; j < tasks[t].end - tasks[t].begin; ++j)
+        s.scores[tasks[t].begin + j] += e[j] * w;
+    }
+  }
+}
+
 }  // namespace
 
 void attention_paged(const float* q, const float* q_sink, const std::vector<AttentionSeq>& seqs,
@@ -174,22 +223,9 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
                      const AttentionWindow& win, float* out, ThreadPool& pool) {
   const KvLayout& L = kv.layout();
   const int hd = L.head_dim, n_gqa = n_head / L.n_head_kv;
-  // Tasks of all kv heads read a block's tiles in one sweep; with fewer queries than
-  // kMinQueriesPerThread per thread, one task per kv head instead keeps the threads busy (a lone
-  // decode). Each head's arithmetic is the same either way.
-  int n_queries = 0;
-  for (const AttentionSeq& s : seqs) n_queries += s.n_q;
-  const int group = n_queries >= kMinQueriesPerThread * pool.n_threads() ? L.n_head_kv : 1;
-  std::vector<Task> tasks;
-  bool want_scores = false;
-  for (int s = 0; s < static_cast<int>(seqs.size()); ++s) {
-    want_scores |= seqs[s].scores != nullptr;
-    for (int i = 0; i < seqs[s].n_q; ++i) {
-      for (int g = 0; g < L.n_head_kv; g += group) {
-        add_tasks(tasks, s, i, g, g + group, seqs[s].pos0 + i, win);
-      }
-    }
-  }
+  const std::vector<Task> tasks = make_tasks(seqs, L.n_head_kv, pool.n_threads(), win);
+  const bool want_scores = std::any_of(seqs.begin(), seqs.end(),
+                                       [](const AttentionSeq& s) { return s.scores != nullptr; });
   const AttnTileFns& fns = attn_tile_fns(cpu_level(), hd);
   // The calling thread's buffers; workers reach them through this reference (a thread_local
   // named inside the lambda would be each worker's own).
@@ -237,41 +273,13 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
     }
   });
 
-  // Merge the partitions of each (query, kv heads), in partition order:
-  // out = sum_p o_p e^(m_p - M) / sum_p l_p e^(m_p - M).
+  // Merge the partitions of each (query, kv heads); the merge is serial.
   for (size_t t0 = 0; t0 < n_tasks;) {
     size_t t1 = t0 + 1;
     while (t1 < n_tasks && !tasks[t1].first) ++t1;
-    if (alone(t0)) {
-      t0 = t1;
-      continue;
-    }
-    const Task& k = tasks[t0];
-    const AttentionSeq& s = seqs[k.seq];
-    float* og = out_of(k);
-    for (int h = k.g0 * n_gqa; h < k.g1 * n_gqa; ++h) {
-      float mx = -std::numeric_limits<float>::infinity();
-      for (size_t t = t0; t < t1; ++t) mx = std::max(mx, part.m[t * n_head + h]);
-      float denom = 0;
-      float* oh = og + static_cast<size_t>(h) * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (size_t t = t0; t < t1; ++t) {
-        const float w = std::exp(part.m[t * n_head + h] - mx);
-        denom += part.l[t * n_head + h] * w;
-        const float* o = &part.o[(t * n_head + h) * hd];
-        for (int e = 0; e < hd; ++e) oh[e] += o[e] * w;
-      }
-      const float inv = 1.0f / denom;
-      for (int e = 0; e < hd; ++e) oh[e] *= inv;
-      if (s.scores) {
-        // Probabilities p_t = e_t * e^(m_p - M) / denom, added slot by slot in task order.
-        for (size_t t = t0; t < t1; ++t) {
-          const float w = std::exp(part.m[t * n_head + h] - mx) * inv;
-          const float* e = &part.e[(t * n_head + h) * kPartition];
-          for (int j = 0; j < tasks[t].end - tasks[t].begin; ++j)
-            s.scores[tasks[t].begin + j] += e[j] * w;
-        }
-      }
+    if (!alone(t0)) {
+      merge_partitions(tasks, t0, t1, seqs[tasks[t0].seq], part, n_head, n_gqa, hd,
+                       out_of(tasks[t0]));
     }
     t0 = t1;
   }
