@@ -625,7 +625,8 @@ void scale_mul(const float* x, float s, const float* w, float* out, int64_t n) {
   }
 }
 
-// e^x for x in [-88, 88] (clamped), Cephes' single-precision polynomial: about 1 ulp.
+// e^x for x in [-88, 88] (clamped), Cephes' single-precision polynomial: about 1 ulp. SiLU
+// needs both signs; softmax's exponential (exp_neg in attention_simd.inc) only x <= 0.
 inline __m512 exp512(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
