@@ -44,7 +44,7 @@ EngineCore::EngineCore(const Model& model, const EngineCoreOptions& opts, int n_
       block_size_(kv_->block_size()),
       n_blocks_total_(kv_->n_blocks_total()),
       watermark_blocks_(scheduler_.watermark_blocks()) {
-  update_stats();
+  publish();
 }
 
 Status EngineCore::validate_prompt(const std::vector<int32_t>& prompt) const {
@@ -102,7 +102,7 @@ void EngineCore::add(const std::shared_ptr<Request>& req) {
     group.push_back(std::move(seq));
   }
   flush();
-  update_stats();
+  publish();
 }
 
 void EngineCore::sweep_cancelled() {
@@ -130,7 +130,7 @@ bool EngineCore::step() {
   finish_refused();
   // A sequence failed during schedule() is not in the plan, but others may still be.
   if (plan.empty()) {
-    update_stats();
+    publish();
     return false;
   }
   const Batch batch = build_batch(plan);
@@ -139,7 +139,7 @@ bool EngineCore::step() {
   ++stats_.steps_total;
   stats_.batch_tokens_total += batch.n_rows();
   sample_and_report(plan, forked);
-  update_stats();
+  publish();
   return true;
 }
 
@@ -222,7 +222,7 @@ void EngineCore::finish(Sequence* seq, const std::string& reason, const std::str
 
 void EngineCore::finish_all(const std::string& reason) {
   for (Sequence* s : scheduler_.all()) finish(s, reason);
-  update_stats();
+  publish();
 }
 
 void EngineCore::update_stats() {
@@ -239,6 +239,52 @@ void EngineCore::update_stats() {
   stats_.preemptions_total = scheduler_.n_preemptions();
   stats_.swapped_out_total = scheduler_.n_swapped_out();
   stats_.swap_bytes = static_cast<int64_t>(scheduler_.swap_bytes_used());
+}
+
+void EngineCore::add_event_listener(EventListener f) {
+  listeners_.push_back(std::move(f));
+  kv_->set_event_recording(true);
+}
+
+void EngineCore::reset_prefix_cache() {
+  kv_->reset_prefix_cache();
+  publish();
+}
+
+std::shared_ptr<const CacheSnapshot> EngineCore::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return snapshot_;
+}
+
+CacheSnapshot EngineCore::make_snapshot() const {
+  CacheSnapshot snap;
+  snap.step = stats_.steps_total.load();
+  snap.taken = Clock::now();
+  const KvOccupancy o = kv_->occupancy();
+  const KvCacheStats ks = kv_->stats();
+  snap.tiers.push_back({KvTier::kPool, o.total, o.used, o.cached, o.free,
+                        kv_->layout().bytes_per_block(), ks.n_query_tokens, ks.n_hit_tokens});
+  const int n_running = scheduler_.n_running_requests();  // all() lists no padding rows
+  const std::vector<Sequence*> seqs = scheduler_.all();
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const Sequence& s = *seqs[i];
+    snap.seqs.push_back({s.id, s.spec->index, static_cast<int>(i) < n_running, s.n_prompt,
+                         s.n_known(), s.n_computed, s.n_cached, s.n_preemptions});
+  }
+  return snap;
+}
+
+void EngineCore::publish() {
+  update_stats();
+  if (!listeners_.empty()) {
+    const std::vector<KvEvent> events = kv_->take_events();
+    if (!events.empty()) {
+      for (const auto& f : listeners_) f(events);
+    }
+  }
+  auto snap = std::make_shared<const CacheSnapshot>(make_snapshot());
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  snapshot_ = std::move(snap);
 }
 
 }  // namespace kvserve

@@ -9,11 +9,13 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "engine/cache_snapshot.h"
 #include "engine/engine_options.h"
 #include "engine/engine_stats.h"
 #include "engine/model_runner.h"
@@ -59,6 +61,15 @@ class EngineCore {
   // Called once per sequence as it ends, before its closing event is pushed (so a reader who
   // sees the end can count it gone).
   void set_on_finish(std::function<void()> f) { on_finish_ = std::move(f); }
+  // Calls f on the engine thread with the KV events of each step (kv/kv_events.h), drained from
+  // the pool once per step, oldest first; f must be quick (hand the batch to a queue). The
+  // pool records events only once a listener exists.
+  using EventListener = std::function<void(const std::vector<KvEvent>&)>;
+  void add_event_listener(EventListener f);
+  // The latest published snapshot (after the last step, add or command). Any thread.
+  std::shared_ptr<const CacheSnapshot> snapshot() const;
+  // Forgets every cached block (AllBlocksCleared); blocks in use keep their K/V.
+  void reset_prefix_cache();
 
   const Model& model() const { return model_; }               // any thread
   int n_ctx() const { return n_ctx_; }                        // any thread
@@ -87,6 +98,9 @@ class EngineCore {
   void finish(Sequence* seq, const std::string& reason, const std::string& error = {},
               bool completed = false);
   void update_stats();
+  // Drains the step's KV events to the listeners and publishes a new snapshot.
+  void publish();
+  CacheSnapshot make_snapshot() const;
 
   const Model& model_;
   const EngineCoreOptions opts_;
@@ -99,7 +113,10 @@ class EngineCore {
   const int block_size_, n_blocks_total_, watermark_blocks_;  // for validate() on any thread
   EngineStats stats_;
   std::function<void()> on_finish_;
-  std::vector<float> logits_;         // [n_outputs][n_vocab]
+  std::vector<EventListener> listeners_;
+  mutable std::mutex snapshot_mu_;
+  std::shared_ptr<const CacheSnapshot> snapshot_;  // guarded by snapshot_mu_
+  std::vector<float> logits_;                      // [n_outputs][n_vocab]
   std::vector<float> forked_logits_;  // [n_forked][n_vocab] copies of their leaders' rows
   std::vector<Sequence*> rows_;       // [n_sampling] the sequences choosing a token this step
   std::vector<ChosenToken> chosen_;   // [n_sampling] their tokens

@@ -58,22 +58,27 @@ void EngineLoop::cancel(const std::shared_ptr<Request>& req) {
 
 bool EngineLoop::take_incoming() {
   std::vector<std::shared_ptr<Request>> reqs;
+  std::vector<std::function<void(EngineCore&)>> commands;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    auto ready = [&] { return stop_ || wake_ || !incoming_.empty(); };
-    if (core_->idle()) cv_.wait(lock, ready);
+    if (core_->idle()) cv_.wait(lock, [&] { return woken(); });
     if (stop_) return false;
     reqs.swap(incoming_);
+    commands.swap(commands_);
     wake_ = false;
   }
   for (auto& r : reqs) core_->add(r);
+  for (auto& c : commands) c(*core_);
   return true;
+}
+
+bool EngineLoop::woken() const {
+  return stop_ || wake_ || !incoming_.empty() || !commands_.empty();
 }
 
 void EngineLoop::wait_briefly() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, std::chrono::milliseconds(2),
-               [&] { return stop_ || wake_ || !incoming_.empty(); });
+  cv_.wait_for(lock, std::chrono::milliseconds(2), [&] { return woken(); });
 }
 
 void EngineLoop::run() {
@@ -82,6 +87,8 @@ void EngineLoop::run() {
     if (!core_->step() && !core_->idle()) wait_briefly();
   }
   core_->finish_all("cancelled");
+  std::lock_guard<std::mutex> lock(mu_);
+  commands_.clear();  // never run: their futures report broken_promise
 }
 
 }  // namespace kvserve

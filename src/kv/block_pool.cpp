@@ -36,6 +36,7 @@ void BlockPool::push_back(BlockId id) {
 
 void BlockPool::evict(BlockId id) {
   Meta& m = meta_[id];
+  if (recording_) events_.push_back(BlockRemoved{*m.key, KvTier::kPool});
   by_key_.erase(*m.key);
   m = Meta{};
   ++n_evictions_;
@@ -89,6 +90,7 @@ bool BlockPool::set_key(BlockId id, const BlockKey& key, const std::optional<Blo
   if (meta_[id].key || by_key_.count(key)) return false;
   by_key_.emplace(key, id);
   meta_[id] = Meta{key, parent, std::vector<int32_t>(tokens.begin(), tokens.end())};
+  if (recording_) events_.push_back(BlockStored{key, parent, meta_[id].tokens, KvTier::kPool});
   return true;
 }
 
@@ -109,8 +111,22 @@ void BlockPool::drop_key(BlockId id) {
   KV_ASSERT(id >= 0 && id < n_blocks_total());
   if (!meta_[id].key) return;
   KV_ASSERT(ref_count_[id] > 0);  // cached blocks lose their key only by eviction
+  if (recording_) events_.push_back(BlockRemoved{*meta_[id].key, KvTier::kPool});
   by_key_.erase(*meta_[id].key);
   meta_[id] = Meta{};
+}
+
+void BlockPool::drop_all_keys() {
+  for (Meta& m : meta_) m = Meta{};
+  by_key_.clear();
+  n_cached_ = 0;
+  if (recording_) events_.push_back(AllBlocksCleared{KvTier::kPool});
+}
+
+std::vector<KvEvent> BlockPool::take_events() {
+  std::vector<KvEvent> out;
+  out.swap(events_);
+  return out;
 }
 
 std::vector<BlockId> BlockPool::free_queue() const {

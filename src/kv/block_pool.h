@@ -25,6 +25,7 @@
 
 #include "core/hash.h"
 #include "core/status.h"
+#include "kv/kv_events.h"
 
 namespace kvserve {
 
@@ -75,6 +76,16 @@ class BlockPool {
   const std::optional<BlockKey>& key(BlockId id) const { return meta_[id].key; }
   // Removes id's key (e.g. before its content is overwritten). No-op without a key.
   void drop_key(BlockId id);
+  // Removes every key, in use or cached (a prefix-cache reset): cached blocks become free.
+  void drop_all_keys();
+
+  // --- events (kv/kv_events.h) ---
+  // While on, set_key records BlockStored, eviction and drop_key BlockRemoved, and
+  // drop_all_keys AllBlocksCleared, in the order they happen. Off by default, so a pool nobody
+  // drains does not grow a log.
+  void set_recording(bool on) { recording_ = on; }
+  // The events recorded since the last call, oldest first.
+  std::vector<KvEvent> take_events();
 
   // Free-queue order, front first (for tests and dumps).
   std::vector<BlockId> free_queue() const;
@@ -98,6 +109,8 @@ class BlockPool {
   std::vector<BlockId> prev_, next_;  // [n_blocks] free-queue links; kNoBlock at the ends
   std::vector<Meta> meta_;            // [n_blocks]
   std::unordered_map<BlockKey, BlockId, DigestHasher> by_key_;
+  bool recording_ = false;
+  std::vector<KvEvent> events_;  // since the last take_events(), when recording_
   BlockId head_ = kNoBlock, tail_ = kNoBlock;
   int n_queued_ = 0;
   int n_cached_ = 0;

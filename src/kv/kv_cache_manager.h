@@ -116,6 +116,12 @@ class KvCacheManager {
   int n_blocks_available() const { return pool_.n_blocks_available(); }
   int n_blocks_used() const { return pool_.n_blocks_used(); }
   KvOccupancy occupancy() const;
+  // KV events (kv/kv_events.h): recorded by the pool while on; the engine drains them each step.
+  void set_event_recording(bool on) { pool_.set_recording(on); }
+  std::vector<KvEvent> take_events() { return pool_.take_events(); }
+  // Forgets every cached block (an AllBlocksCleared event): later requests match nothing that
+  // was computed before. Blocks in use keep their K/V; only their keys go.
+  void reset_prefix_cache() { pool_.drop_all_keys(); }
   // The prefix cache itself, for tests that install hooks (e.g. forced key collisions).
   PrefixCache& prefix_cache_for_testing() { return *prefix_; }
   // Read-only pool, for tests and dumps (block ids, reference counts, the free queue); the

@@ -156,5 +156,65 @@ TEST_F(EngineCoreTest, ValidationNamesTheProblem) {
   EXPECT_TRUE(core_->validate(s).is_ok());
 }
 
+TEST_F(EngineCoreTest, EachStepHandsItsKvEventsToTheListeners) {
+  std::vector<KvEvent> seen;
+  int n_batches = 0;
+  core_->add_event_listener([&](const std::vector<KvEvent>& batch) {
+    ++n_batches;
+    seen.insert(seen.end(), batch.begin(), batch.end());
+  });
+  auto r = request(20);             // 7 + 20 tokens: one full block of 16 is registered
+  r->seqs[0].prompt.resize(40, 9);  // 40 + 20: three full blocks
+  run(r);
+  std::vector<BlockStored> stored;
+  for (const KvEvent& e : seen) {
+    ASSERT_TRUE(std::holds_alternative<BlockStored>(e));
+    stored.push_back(std::get<BlockStored>(e));
+  }
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_FALSE(stored[0].parent.has_value());
+  for (size_t i = 1; i < stored.size(); ++i) EXPECT_EQ(stored[i].parent, stored[i - 1].key);
+  const std::vector<int32_t> first(r->seqs[0].prompt.begin(), r->seqs[0].prompt.begin() + 16);
+  EXPECT_EQ(stored[0].tokens, first);
+  EXPECT_LE(n_batches, core_->stats().steps_total.load());
+  // The same prompt again hits those blocks: nothing new is stored.
+  seen.clear();
+  run(r);
+  EXPECT_TRUE(seen.empty());
+  core_->reset_prefix_cache();
+  EXPECT_EQ(seen, (std::vector<KvEvent>{AllBlocksCleared{KvTier::kPool}}));
+}
+
+TEST_F(EngineCoreTest, ASnapshotIsPublishedEveryStep) {
+  auto before = core_->snapshot();
+  ASSERT_NE(before, nullptr);
+  EXPECT_TRUE(before->seqs.empty());
+  auto r = request(10);
+  r->seqs[0].prompt.resize(40, 9);
+  core_->add(r);
+  core_->step();
+  auto during = core_->snapshot();
+  ASSERT_EQ(during->seqs.size(), 1u);
+  EXPECT_TRUE(during->seqs[0].running);
+  EXPECT_EQ(during->seqs[0].n_prompt, 40);
+  EXPECT_EQ(during->seqs[0].n_computed, 40);
+  EXPECT_EQ(during->seqs[0].n_known, 41);
+  ASSERT_EQ(during->tiers.size(), 1u);
+  EXPECT_EQ(during->tiers[0].tier, KvTier::kPool);
+  EXPECT_EQ(during->tiers[0].blocks_used, 3);
+  EXPECT_EQ(during->step, 1);
+  Collected c;
+  for (int i = 0; i < 100 && !drain(*r, c); ++i) core_->step();
+  auto after = core_->snapshot();
+  EXPECT_TRUE(after->seqs.empty());
+  const TierSnapshot& pool = after->tiers[0];
+  EXPECT_EQ(pool.blocks_used, 0);
+  EXPECT_EQ(pool.blocks_cached, 3);  // 49 tokens computed: three full blocks registered
+  EXPECT_EQ(pool.blocks_cached + pool.blocks_free, pool.blocks_total);
+  EXPECT_EQ(pool.query_tokens, 40);
+  EXPECT_EQ(during.use_count(), 1);  // the old one is the reader's own, untouched
+  EXPECT_EQ(during->seqs.size(), 1u);
+}
+
 }  // namespace
 }  // namespace kvserve

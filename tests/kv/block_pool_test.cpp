@@ -146,5 +146,54 @@ TEST(BlockPoolKeysDeathTest, ReferencingAFreeUnkeyedBlockIsABug) {
   EXPECT_DEATH(pool.ref(0), "invariant failed");
 }
 
+Digest key_of(uint8_t b) {
+  Digest d;
+  d.bytes[0] = b;
+  return d;
+}
+
+TEST(BlockPool, RecordsStoredAndRemovedKeysAsTheyHappen) {
+  BlockPool pool(2);
+  auto a = pool.allocate(2);
+  ASSERT_TRUE(a.is_ok());
+  ASSERT_TRUE(pool.set_key(0, key_of(1), std::nullopt, std::vector<int32_t>{5, 6}));
+  EXPECT_TRUE(pool.take_events().empty());  // not recording yet
+  pool.set_recording(true);
+  ASSERT_TRUE(pool.set_key(1, key_of(2), key_of(1), std::vector<int32_t>{7, 8}));
+  EXPECT_FALSE(pool.set_key(1, key_of(3), key_of(1), std::vector<int32_t>{7, 8}));  // no event
+  pool.drop_key(1);
+  pool.release(*a);           // both back; block 0 cached
+  auto b = pool.allocate(2);  // evicts block 0's key
+  ASSERT_TRUE(b.is_ok());
+  const std::vector<KvEvent> want = {
+      BlockStored{key_of(2), key_of(1), {7, 8}, KvTier::kPool},
+      BlockRemoved{key_of(2), KvTier::kPool},
+      BlockRemoved{key_of(1), KvTier::kPool},
+  };
+  EXPECT_EQ(pool.take_events(), want);
+  EXPECT_TRUE(pool.take_events().empty());  // drained
+}
+
+TEST(BlockPool, DroppingAllKeysFreesCachedBlocksWithOneEvent) {
+  BlockPool pool(3);
+  pool.set_recording(true);
+  auto a = pool.allocate(2);
+  ASSERT_TRUE(a.is_ok());
+  ASSERT_TRUE(pool.set_key(0, key_of(1), std::nullopt, std::vector<int32_t>{1}));
+  ASSERT_TRUE(pool.set_key(1, key_of(2), key_of(1), std::vector<int32_t>{2}));
+  pool.release(0);
+  EXPECT_EQ(pool.n_blocks_cached(), 1);
+  (void)pool.take_events();
+  pool.drop_all_keys();
+  EXPECT_EQ(pool.n_blocks_cached(), 0);
+  EXPECT_FALSE(pool.find(key_of(1)).has_value());
+  EXPECT_FALSE(pool.has_key(1));  // in use, its key gone too
+  EXPECT_EQ(pool.take_events(), (std::vector<KvEvent>{AllBlocksCleared{KvTier::kPool}}));
+  // Eviction of a block whose key was cleared records nothing more.
+  auto b = pool.allocate(2);
+  ASSERT_TRUE(b.is_ok());
+  EXPECT_TRUE(pool.take_events().empty());
+}
+
 }  // namespace
 }  // namespace kvserve
