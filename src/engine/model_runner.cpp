@@ -126,13 +126,27 @@ void ModelRunner::forward(const Batch& batch, std::vector<float>& logits) {
 }
 
 void ModelRunner::attention_block(int l, const Batch& batch) {
+  const int n = batch.n_rows();
+  project_qkv(l, n);
+  {
+    OpTimer timer(op_times_, Op::kRope);
+    smooth_queries(l, n);
+    rotate_sink_queries(n);
+    locate_rows(batch);
+    rotate_and_store_kv(l, n);
+    hadamard_queries(n);
+  }
+  attend(l);
+  OpTimer timer(op_times_, Op::kOutProj);
+  kernels::matmul(model_.layers[l].wo, att_.data(), n, proj_.data(), pool_);
+}
+
+void ModelRunner::project_qkv(int l, int n) {
   const LayerWeights& w = model_.layers[l];
-  const int n = batch.n_rows(), d = cfg_.n_embd, hd = cfg_.head_dim;
-  const int q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim();
+  const int d = cfg_.n_embd, q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim();
   q_.resize(static_cast<size_t>(n) * q_dim);
   k_.resize(static_cast<size_t>(n) * kv_dim);
   v_.resize(static_cast<size_t>(n) * kv_dim);
-  att_.resize(q_.size());
 
   in_.reset(w.wq.type, xn_.data(), n, d);
   {
@@ -140,92 +154,106 @@ void ModelRunner::attention_block(int l, const Batch& batch) {
     rmsnorm_rows(x_.data(), l > 0 ? proj_.data() : nullptr, w.attn_norm, xn_.data(), n, d,
                  cfg_.rms_eps, in_, pool_);
   }
-  {
-    OpTimer timer(op_times_, Op::kQkv);
-    const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
-    kernels::matmul_jobs(qkv, in_, pool_);
-    add_bias(q_.data(), w.bq, n, q_dim);
-    add_bias(k_.data(), w.bk, n, kv_dim);
-    add_bias(v_.data(), w.bv, n, kv_dim);
-  }
-  OpTimer rope_timer(op_times_, Op::kRope);
+  OpTimer timer(op_times_, Op::kQkv);
+  const kernels::MatmulJob qkv[] = {{&w.wq, q_.data()}, {&w.wk, k_.data()}, {&w.wv, v_.data()}};
+  kernels::matmul_jobs(qkv, in_, pool_);
+  add_bias(q_.data(), w.bq, n, q_dim);
+  add_bias(k_.data(), w.bk, n, kv_dim);
+  add_bias(v_.data(), w.bv, n, kv_dim);
+}
 
-  if (!k_smooth_.q_mul.empty()) {
-    // int8 K smoothing (engine/k_smoothing.h): Q * s here; K is centred and divided by s after
-    // RoPE (s is equal within each rotation pair, so it commutes with RoPE), then both are
-    // rotated by the same orthonormal Hadamard matrix.
-    const float* mul = k_smooth_.q_mul[l].data();
-    for (int r = 0; r < n; ++r) {
-      float* qr = q_.data() + static_cast<size_t>(r) * q_dim;
-      for (int i = 0; i < q_dim; ++i) qr[i] *= mul[i];
-    }
+void ModelRunner::smooth_queries(int l, int n) {
+  if (k_smooth_.q_mul.empty()) return;
+  // int8 K smoothing (engine/k_smoothing.h): Q * s here; K is centred and divided by s after
+  // RoPE (s is equal within each rotation pair, so it commutes with RoPE), then both are
+  // rotated by the same orthonormal Hadamard matrix.
+  const int q_dim = cfg_.q_dim();
+  const float* mul = k_smooth_.q_mul[l].data();
+  for (int r = 0; r < n; ++r) {
+    float* qr = q_.data() + static_cast<size_t>(r) * q_dim;
+    for (int i = 0; i < q_dim; ++i) qr[i] *= mul[i];
   }
-  const int half = rope_.half_dim();
-  const int bs = kv_.layout().block_size;
-  if (window_.sink > 0) {
-    q_sink_ = q_;
-    for (int r = 0; r < n; ++r) {
-      rope_.apply(q_sink_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, sink_cos_.data(),
-                  sink_sin_.data());
-    }
+}
+
+void ModelRunner::rotate_sink_queries(int n) {
+  if (window_.sink <= 0) return;
+  const int q_dim = cfg_.q_dim();
+  q_sink_ = q_;
+  for (int r = 0; r < n; ++r) {
+    rope_.apply(q_sink_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, sink_cos_.data(),
+                sink_sin_.data());
   }
-  // Each row's cache block and slot.
+}
+
+void ModelRunner::locate_rows(const Batch& batch) {
+  const int n = batch.n_rows(), bs = kv_.layout().block_size;
   row_block_.resize(n);
   row_slot_.resize(n);
-  std::vector<kernels::AttentionSeq> seqs;
+  att_seqs_.clear();
   for (int row = 0; const BatchSeq& s : batch.seqs) {
     for (int i = 0; i < s.n_tokens; ++i) {
       row_slot_[row + i] = s.slot0 + i;
       row_block_[row + i] = s.table->block_for(s.slot0 + i, bs);
     }
-    seqs.push_back({s.table, s.slot0, s.n_tokens, row, s.attn_scores});
+    att_seqs_.push_back({s.table, s.slot0, s.n_tokens, row, s.attn_scores});
     row += s.n_tokens;
   }
-  auto write_kv = [&](int r) {
-    kv_.write_token(l, row_block_[r], row_slot_[r] % bs,
-                    k_.data() + static_cast<size_t>(r) * kv_dim,
-                    v_.data() + static_cast<size_t>(r) * kv_dim);
-  };
+}
+
+void ModelRunner::rotate_and_store_kv(int l, int n) {
   // RoPE (and K smoothing) row by row, over the pool, each row then written to the cache. The
   // observer sees rows in order, and a storage without parallel token writes (q4 K staging)
   // gets its rows from one thread, in order; otherwise each row writes only its own slot.
   const bool write_in_rows = !k_observer_ && kv_.layout().parallel_token_writes();
   auto rotate_row = [&](int r) {
-    const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
-    const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
-    rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
-    float* kr = k_.data() + static_cast<size_t>(r) * kv_dim;
-    rope_.apply(kr, cfg_.n_head_kv, c, sn);
-    if (k_observer_) k_observer_(l, kr, 1);
-    if (!k_smooth_.div.empty()) {
-      const float *m = k_smooth_.offset[l].data(), *div = k_smooth_.div[l].data();
-      for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
-      if (hadamard_ok(hd)) hadamard_rows(kr, cfg_.n_head_kv, hd);
-    }
-    if (write_in_rows) write_kv(r);
+    rotate_row_qk(l, r);
+    if (write_in_rows) write_kv_row(l, r);
   };
   if (k_observer_) {
     for (int r = 0; r < n; ++r) rotate_row(r);
   } else {
-    for_rows(pool_, n, q_dim, rotate_row);
+    for_rows(pool_, n, cfg_.q_dim(), rotate_row);
   }
   if (!write_in_rows) {
-    for (int r = 0; r < n; ++r) write_kv(r);
+    for (int r = 0; r < n; ++r) write_kv_row(l, r);
   }
-  if (!k_smooth_.div.empty() && hadamard_ok(hd)) {  // the queries' side of the rotation
-    hadamard_rows(q_.data(), n * cfg_.n_head, hd);
-    if (window_.sink > 0) hadamard_rows(q_sink_.data(), n * cfg_.n_head, hd);
+}
+
+void ModelRunner::rotate_row_qk(int l, int r) {
+  const int half = rope_.half_dim(), q_dim = cfg_.q_dim(), kv_dim = cfg_.kv_dim();
+  const float* c = rope_cos_.data() + static_cast<size_t>(r) * half;
+  const float* sn = rope_sin_.data() + static_cast<size_t>(r) * half;
+  rope_.apply(q_.data() + static_cast<size_t>(r) * q_dim, cfg_.n_head, c, sn);
+  float* kr = k_.data() + static_cast<size_t>(r) * kv_dim;
+  rope_.apply(kr, cfg_.n_head_kv, c, sn);
+  if (k_observer_) k_observer_(l, kr, 1);
+  if (!k_smooth_.div.empty()) {
+    const float *m = k_smooth_.offset[l].data(), *div = k_smooth_.div[l].data();
+    for (int e = 0; e < kv_dim; ++e) kr[e] = (kr[e] - m[e]) * div[e];
+    if (hadamard_ok(cfg_.head_dim)) hadamard_rows(kr, cfg_.n_head_kv, cfg_.head_dim);
   }
-  rope_timer.stop();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+}
+
+void ModelRunner::write_kv_row(int l, int r) {
+  const int bs = kv_.layout().block_size, kv_dim = cfg_.kv_dim();
+  kv_.write_token(l, row_block_[r], row_slot_[r] % bs, k_.data() + static_cast<size_t>(r) * kv_dim,
+                  v_.data() + static_cast<size_t>(r) * kv_dim);
+}
+
+void ModelRunner::hadamard_queries(int n) {
+  const int hd = cfg_.head_dim;
+  if (k_smooth_.div.empty() || !hadamard_ok(hd)) return;
+  hadamard_rows(q_.data(), n * cfg_.n_head, hd);
+  if (window_.sink > 0) hadamard_rows(q_sink_.data(), n * cfg_.n_head, hd);
+}
+
+void ModelRunner::attend(int l) {
+  att_.resize(q_.size());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(cfg_.head_dim));
   kernels::AttentionWindow win{window_.window, window_.sink};
-  {
-    OpTimer timer(op_times_, Op::kAttention);
-    kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, seqs, kv_, l,
-                             cfg_.n_head, scale, win, att_.data(), pool_);
-  }
-  OpTimer timer(op_times_, Op::kOutProj);
-  kernels::matmul(w.wo, att_.data(), n, proj_.data(), pool_);
+  OpTimer timer(op_times_, Op::kAttention);
+  kernels::attention_paged(q_.data(), window_.sink > 0 ? q_sink_.data() : nullptr, att_seqs_, kv_,
+                           l, cfg_.n_head, scale, win, att_.data(), pool_);
 }
 
 void ModelRunner::ffn_block(int l, int n) {

@@ -10,6 +10,7 @@
 #include "engine/batch.h"
 #include "engine/k_smoothing.h"
 #include "engine/op_times.h"
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "kernels/rope.h"
 #include "kv/kv_policy.h"
@@ -39,7 +40,26 @@ class ModelRunner {
   void set_op_times(OpTimes* t) { op_times_ = t; }
 
  private:
+  // Attention of every batch row over the cache; its output (before the residual add) in proj_.
   void attention_block(int layer, const Batch& batch);
+  // x_ += proj_ (layer > 0), then q_, k_, v_ = rmsnorm(x_) projected by wq/wk/wv, plus biases.
+  void project_qkv(int layer, int n);
+  // int8 K smoothing's side on the queries: q_ *= the layer's q_mul (no-op without smoothing).
+  void smooth_queries(int layer, int n);
+  // Sinks on: q_sink_ = q_ rotated for the sinks' StreamingLLM position (no-op otherwise).
+  void rotate_sink_queries(int n);
+  // Fills row_block_, row_slot_ and att_seqs_ from the batch's sequences.
+  void locate_rows(const Batch& batch);
+  // RoPE on every row of q_ and k_ (K observed and smoothed), each K/V row written to the cache.
+  void rotate_and_store_kv(int layer, int n);
+  // RoPE on row r of q_ and k_; K then goes to the observer and is smoothed (int8 K).
+  void rotate_row_qk(int layer, int r);
+  // Writes row r of k_ and v_ to its cache slot (row_block_, row_slot_).
+  void write_kv_row(int layer, int r);
+  // int8 K smoothing's Hadamard rotation on the queries' side (q_ and q_sink_), when it applies.
+  void hadamard_queries(int n);
+  // att_ = attention of q_ (and q_sink_) over the layer's cache, sequence by sequence.
+  void attend(int layer);
   void ffn_block(int layer, int n);
 
   const Model& model_;
@@ -55,10 +75,11 @@ class ModelRunner {
   OpTimes* op_times_ = nullptr;
 
   // Activations, resized per batch; n = batch rows.
-  std::vector<int> pos_;                    // [n]
-  std::vector<BlockId> row_block_;          // [n] each row's KV block
-  std::vector<int> row_slot_;               // [n] and slot in its sequence
-  std::vector<float> rope_cos_, rope_sin_;  // [n][head_dim/2]
+  std::vector<int> pos_;                         // [n]
+  std::vector<BlockId> row_block_;               // [n] each row's KV block
+  std::vector<int> row_slot_;                    // [n] and slot in its sequence
+  std::vector<float> rope_cos_, rope_sin_;       // [n][head_dim/2]
+  std::vector<kernels::AttentionSeq> att_seqs_;  // [batch.seqs.size()] each sequence's rows
   // Matmul inputs and outputs are 64-byte aligned (core/aligned.h).
   AlignedFloats x_;          // [n][n_embd] residual stream
   AlignedFloats xn_;         // [n][n_embd] normed input of a block

@@ -80,9 +80,8 @@ Status get_flag(const GgufFile& g, const char* key, bool def, bool* out) {
   return Status::ok();
 }
 
-}  // namespace
-
-Result<std::unique_ptr<Tokenizer>> tokenizer_from_gguf(const GgufFile& gguf) {
+// tokenizer.ggml.model -> true for "llama" (SentencePiece), false for "gpt2" (BPE).
+Result<bool> read_model_is_spm(const GgufFile& gguf) {
   if (!gguf.find(kModel)) return not_found(where(gguf, kModel) + " is missing (no tokenizer)");
   KV_ASSIGN_OR_RETURN(std::string model, gguf.get_string(kModel));
   if (model == "none") return not_found(where(gguf, kModel) + " is \"none\" (no tokenizer)");
@@ -91,82 +90,133 @@ Result<std::unique_ptr<Tokenizer>> tokenizer_from_gguf(const GgufFile& gguf) {
     return unsupported(where(gguf, kModel) + " = \"" + model +
                        "\": only \"llama\" and \"gpt2\" tokenizers are supported");
   }
+  return spm;
+}
 
-  const GgufValue* tokens_v = nullptr;
-  KV_RETURN_IF_ERROR(get_array(gguf, kTokens, "string", -1, &tokens_v));
-  if (!tokens_v) return not_found(where(gguf, kTokens) + " is missing");
-  const int64_t n = static_cast<int64_t>(tokens_v->strs.size());
+// The tokenizer.ggml.tokens array: present, non-empty, at most INT32_MAX entries.
+Status read_tokens(const GgufFile& gguf, const GgufValue** out) {
+  KV_RETURN_IF_ERROR(get_array(gguf, kTokens, "string", -1, out));
+  if (!*out) return not_found(where(gguf, kTokens) + " is missing");
+  const int64_t n = static_cast<int64_t>((*out)->strs.size());
   if (n == 0) return corrupt(where(gguf, kTokens) + " is empty");
   if (n > INT32_MAX) return corrupt(where(gguf, kTokens) + " has too many entries");
+  return Status::ok();
+}
 
-  const GgufValue* scores_v = nullptr;
-  const GgufValue* types_v = nullptr;
-  KV_RETURN_IF_ERROR(get_array(gguf, kScores, "float", n, &scores_v));
-  KV_RETURN_IF_ERROR(get_array(gguf, kTypes, "integer", n, &types_v));
-
-  std::vector<std::string> tokens = tokens_v->strs;
-  std::vector<int32_t> types(static_cast<size_t>(n), token_type::kNormal);
-  if (types_v) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t t = types_v->ints[i];
-      if (t < 0 || t > token_type::kByte) {
-        return corrupt(where(gguf, kTypes) + "[" + std::to_string(i) + "] = " + std::to_string(t) +
-                       " is not a token type (0..6)");
-      }
-      types[i] = static_cast<int32_t>(t);
+// The n token types (each in 0..6), all normal when types_v is null.
+Status read_token_types(const GgufFile& gguf, const GgufValue* types_v, int64_t n,
+                        std::vector<int32_t>* types) {
+  types->assign(static_cast<size_t>(n), token_type::kNormal);
+  if (!types_v) return Status::ok();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = types_v->ints[i];
+    if (t < 0 || t > token_type::kByte) {
+      return corrupt(where(gguf, kTypes) + "[" + std::to_string(i) + "] = " + std::to_string(t) +
+                     " is not a token type (0..6)");
     }
+    (*types)[i] = static_cast<int32_t>(t);
   }
+  return Status::ok();
+}
 
-  int32_t bos = -1, eos = -1, unk = -1;
-  KV_RETURN_IF_ERROR(get_token_id(gguf, kBos, n, spm && n > 1 ? 1 : -1, &bos));
-  KV_RETURN_IF_ERROR(get_token_id(gguf, kEos, n, spm && n > 2 ? 2 : -1, &eos));
-  KV_RETURN_IF_ERROR(get_token_id(gguf, kUnk, n, spm ? 0 : -1, &unk));
-  bool add_bos = spm;
-  KV_RETURN_IF_ERROR(get_flag(gguf, kAddBos, spm, &add_bos));
-  if (!types_v) {  // no types: mark BOS/EOS as control ("<0xXX>" is detected by the tokenizers)
-    if (bos >= 0) types[bos] = token_type::kControl;
-    if (eos >= 0) types[eos] = token_type::kControl;
-    if (spm && unk >= 0 && unk != bos && unk != eos) types[unk] = token_type::kUnknown;
+struct SpecialIds {
+  int32_t bos = -1, eos = -1, unk = -1;  // -1: none
+  bool add_bos = false;
+};
+
+// BOS, EOS, unknown ids and add_bos, with SentencePiece's defaults (1, 2, 0, true) for spm.
+Status read_special_ids(const GgufFile& gguf, int64_t n, bool spm, SpecialIds* ids) {
+  KV_RETURN_IF_ERROR(get_token_id(gguf, kBos, n, spm && n > 1 ? 1 : -1, &ids->bos));
+  KV_RETURN_IF_ERROR(get_token_id(gguf, kEos, n, spm && n > 2 ? 2 : -1, &ids->eos));
+  KV_RETURN_IF_ERROR(get_token_id(gguf, kUnk, n, spm ? 0 : -1, &ids->unk));
+  ids->add_bos = spm;
+  return get_flag(gguf, kAddBos, spm, &ids->add_bos);
+}
+
+// Without token types: BOS/EOS become control (and spm's unk unknown); "<0xXX>" is detected by
+// the tokenizers.
+void mark_special_types(const SpecialIds& ids, bool spm, std::vector<int32_t>& types) {
+  if (ids.bos >= 0) types[ids.bos] = token_type::kControl;
+  if (ids.eos >= 0) types[ids.eos] = token_type::kControl;
+  if (spm && ids.unk >= 0 && ids.unk != ids.bos && ids.unk != ids.eos) {
+    types[ids.unk] = token_type::kUnknown;
   }
+}
 
-  if (spm) {
-    std::vector<float> scores(static_cast<size_t>(n), 0.0f);
-    if (scores_v) {
-      for (int64_t i = 0; i < n; ++i) scores[i] = static_cast<float>(scores_v->floats[i]);
-    }
-    SpmOptions opts;
-    opts.bos = bos;
-    opts.eos = eos;
-    opts.unk = unk;
-    opts.add_bos = add_bos;
-    KV_RETURN_IF_ERROR(get_flag(gguf, kAddSpacePrefix, true, &opts.add_space_prefix));
-    opts.space_symbol = std::string(kSpmSpaceSymbol);
-    opts.kind = "llama";
-    return std::unique_ptr<Tokenizer>(std::make_unique<SpmTokenizer>(
-        std::move(tokens), std::move(scores), std::move(types), std::move(opts)));
+// The SentencePiece ("llama") tokenizer; scores_v null: every score 0.
+Result<std::unique_ptr<Tokenizer>> make_spm(const GgufFile& gguf, std::vector<std::string> tokens,
+                                            const GgufValue* scores_v, std::vector<int32_t> types,
+                                            const SpecialIds& ids) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  std::vector<float> scores(static_cast<size_t>(n), 0.0f);
+  if (scores_v) {
+    for (int64_t i = 0; i < n; ++i) scores[i] = static_cast<float>(scores_v->floats[i]);
   }
+  SpmOptions opts;
+  opts.bos = ids.bos;
+  opts.eos = ids.eos;
+  opts.unk = ids.unk;
+  opts.add_bos = ids.add_bos;
+  KV_RETURN_IF_ERROR(get_flag(gguf, kAddSpacePrefix, true, &opts.add_space_prefix));
+  opts.space_symbol = std::string(kSpmSpaceSymbol);
+  opts.kind = "llama";
+  return std::unique_ptr<Tokenizer>(std::make_unique<SpmTokenizer>(
+      std::move(tokens), std::move(scores), std::move(types), std::move(opts)));
+}
 
-  const GgufValue* merges_v = nullptr;
-  KV_RETURN_IF_ERROR(get_array(gguf, kMerges, "string", -1, &merges_v));
-  if (!merges_v) return not_found(where(gguf, kMerges) + " is missing (required for gpt2)");
-  for (size_t i = 0; i < merges_v->strs.size(); ++i) {
-    const std::string& m = merges_v->strs[i];
+// The tokenizer.ggml.merges array (required for gpt2), each entry "left right".
+Status read_merges(const GgufFile& gguf, const GgufValue** out) {
+  KV_RETURN_IF_ERROR(get_array(gguf, kMerges, "string", -1, out));
+  if (!*out) return not_found(where(gguf, kMerges) + " is missing (required for gpt2)");
+  for (size_t i = 0; i < (*out)->strs.size(); ++i) {
+    const std::string& m = (*out)->strs[i];
     const size_t sp = m.find(' ', 1);
     if (sp == std::string::npos || sp + 1 >= m.size()) {
       return corrupt(where(gguf, kMerges) + "[" + std::to_string(i) + "] = \"" + m.substr(0, 64) +
                      "\" is not \"left right\"");
     }
   }
+  return Status::ok();
+}
+
+// The byte-level BPE ("gpt2") tokenizer.
+Result<std::unique_ptr<Tokenizer>> make_bpe(const GgufFile& gguf, std::vector<std::string> tokens,
+                                            std::vector<int32_t> types, const SpecialIds& ids) {
+  const GgufValue* merges_v = nullptr;
+  KV_RETURN_IF_ERROR(read_merges(gguf, &merges_v));
   BpeOptions opts;
-  opts.bos = bos;
-  opts.eos = eos;
-  opts.unk = unk;
-  opts.add_bos = add_bos;
+  opts.bos = ids.bos;
+  opts.eos = ids.eos;
+  opts.unk = ids.unk;
+  opts.add_bos = ids.add_bos;
   if (gguf.find(kPre)) {
     KV_ASSIGN_OR_RETURN(opts.pre, gguf.get_string(kPre));
   }
   return std::unique_ptr<Tokenizer>(std::make_unique<BpeTokenizer>(
       std::move(tokens), merges_v->strs, std::move(types), std::move(opts)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Tokenizer>> tokenizer_from_gguf(const GgufFile& gguf) {
+  KV_ASSIGN_OR_RETURN(const bool spm, read_model_is_spm(gguf));
+  const GgufValue* tokens_v = nullptr;
+  KV_RETURN_IF_ERROR(read_tokens(gguf, &tokens_v));
+  const int64_t n = static_cast<int64_t>(tokens_v->strs.size());
+
+  const GgufValue* scores_v = nullptr;
+  const GgufValue* types_v = nullptr;
+  KV_RETURN_IF_ERROR(get_array(gguf, kScores, "float", n, &scores_v));
+  KV_RETURN_IF_ERROR(get_array(gguf, kTypes, "integer", n, &types_v));
+  std::vector<int32_t> types;
+  KV_RETURN_IF_ERROR(read_token_types(gguf, types_v, n, &types));
+
+  SpecialIds ids;
+  KV_RETURN_IF_ERROR(read_special_ids(gguf, n, spm, &ids));
+  if (!types_v) mark_special_types(ids, spm, types);
+
+  if (spm) return make_spm(gguf, tokens_v->strs, scores_v, std::move(types), ids);
+  return make_bpe(gguf, tokens_v->strs, std::move(types), ids);
 }
 
 }  // namespace kvserve

@@ -82,13 +82,6 @@ int32_t SpmTokenizer::find_piece(std::string_view piece) const {
 
 namespace {
 
-struct Symbol {
-  uint32_t start = 0, len = 0;  // span of the normalized text; len 0: merged away
-  int32_t prev = -1, next = -1;
-  int32_t id = -1;
-  bool fixed = false;  // byte fallback / unk: never merged
-};
-
 struct Bigram {
   float score;
   int32_t left, right;
@@ -106,11 +99,28 @@ struct BigramOrder {
 
 }  // namespace
 
+struct SpmTokenizer::Symbol {
+  uint32_t start = 0, len = 0;  // span of the normalized text; len 0: merged away
+  int32_t prev = -1, next = -1;
+  int32_t id = -1;
+  bool fixed = false;  // byte fallback / unk: never merged
+};
+
 std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) const {
   std::vector<int32_t> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
   if (text.empty()) return out;
 
+  const std::string norm = normalize(text);
+  std::vector<Symbol> syms = split_chars(norm);
+  merge_symbols(norm, syms);
+  for (int32_t i = 0; i >= 0; i = syms[i].next) {
+    if (syms[i].id >= 0) out.push_back(syms[i].id);
+  }
+  return out;
+}
+
+std::string SpmTokenizer::normalize(std::string_view text) const {
   std::string norm;
   norm.reserve(text.size() + (text.size() / 4 + 1) * (space_.size() - 1) + space_.size());
   if (add_space_prefix_) norm += space_;
@@ -121,7 +131,10 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
       norm.push_back(c);
     }
   }
+  return norm;
+}
 
+std::vector<SpmTokenizer::Symbol> SpmTokenizer::split_chars(const std::string& norm) const {
   // Split into characters the way run.c does: a byte starts a character, and up to three
   // following continuation bytes (10xxxxxx) extend it.
   std::vector<Symbol> syms;
@@ -154,7 +167,10 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
     pos += len;
   }
   syms.back().next = -1;
+  return syms;
+}
 
+void SpmTokenizer::merge_symbols(const std::string& norm, std::vector<Symbol>& syms) const {
   std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
   auto try_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
@@ -184,11 +200,6 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
     try_add(l.prev, bg.left);
     try_add(bg.left, l.next);
   }
-
-  for (int32_t i = 0; i >= 0; i = syms[i].next) {
-    if (syms[i].id >= 0) out.push_back(syms[i].id);
-  }
-  return out;
 }
 
 std::string SpmTokenizer::decode_token(int32_t prev, int32_t token) const {

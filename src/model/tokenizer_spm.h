@@ -71,6 +71,15 @@ class SpmTokenizer final : public Tokenizer {
   int32_t find_piece(std::string_view piece) const;
 
  private:
+  struct Symbol;  // a span of the normalized text and its token (tokenizer_spm.cpp)
+  // text with the space prefix (add_space_prefix_) and each ' ' written as space_.
+  std::string normalize(std::string_view text) const;
+  // norm (non-empty) as linked symbols, one per UTF-8 character in the vocabulary, else one per
+  // byte (its byte token, or unk).
+  std::vector<Symbol> split_chars(const std::string& norm) const;
+  // Merges the adjacent pair of highest score (leftmost on ties) of syms until none applies.
+  void merge_symbols(const std::string& norm, std::vector<Symbol>& syms) const;
+
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::vector<int32_t> types_;
