@@ -419,13 +419,18 @@ TEST(SchedulerEngine, RejectsBadRequestsAndFullQueue) {
 }
 
 // Scheduler alone (no model): budgets and chunking.
+// One layer, one kv head of 4 dims, blocks of 4 tokens: a cache with no model behind it.
+KvLayout tiny_layout() {
+  return {.n_layer = 1,
+          .n_head_kv = 1,
+          .head_dim = 4,
+          .block_size = 4,
+          .k_type = KvType::kF32,
+          .v_type = KvType::kF32};
+}
+
 TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
-  const KvLayout layout{.n_layer = 1,
-                        .n_head_kv = 1,
-                        .head_dim = 4,
-                        .block_size = 4,
-                        .k_type = KvType::kF32,
-                        .v_type = KvType::kF32};
+  const KvLayout layout = tiny_layout();
   auto kv = KvCacheManager::create(layout, 1000);
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;
@@ -468,12 +473,7 @@ TEST(Scheduler, ChunkedPrefillRespectsBudgetAndKeepsDecodes) {
 }
 
 TEST(Scheduler, AdmissionWaitsForBlocks) {
-  const KvLayout layout{.n_layer = 1,
-                        .n_head_kv = 1,
-                        .head_dim = 4,
-                        .block_size = 4,
-                        .k_type = KvType::kF32,
-                        .v_type = KvType::kF32};
+  const KvLayout layout = tiny_layout();
   auto kv = KvCacheManager::create(layout, 10);  // 40 tokens
   ASSERT_TRUE(kv.is_ok());
   SchedulerOptions so;
