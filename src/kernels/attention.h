@@ -39,5 +39,4 @@ void attention_paged(const float* q, const float* q_sink, const std::vector<Atte
                      const KvStorage& kv, int layer, int n_head, float scale,
                      const AttentionWindow& win, float* out, ThreadPool& pool);
 
-
 }  // namespace kvserve::kernels
