@@ -163,26 +163,26 @@ void EngineCore::sample_and_report(const std::vector<ScheduledChunk>& plan,
     const float* row = logits_.data() + forked[k].plan_index * n_vocab;
     std::copy(row, row + n_vocab, forked_logits_.data() + k * n_vocab);
   }
-  std::vector<float*> row_logits;
-  rows_.clear();
+  struct Row {
+    Sequence* seq;
+    float* logits;  // [n_vocab]
+  };
+  std::vector<Row> rows;
   for (size_t i = 0; i < plan.size(); ++i) {
-    if (!plan[i].samples()) continue;
-    rows_.push_back(plan[i].seq);
-    row_logits.push_back(logits_.data() + i * n_vocab);
+    if (plan[i].samples()) rows.push_back({plan[i].seq, logits_.data() + i * n_vocab});
   }
   for (size_t k = 0; k < forked.size(); ++k) {
-    rows_.push_back(forked[k].seq);
-    row_logits.push_back(forked_logits_.data() + k * n_vocab);
+    rows.push_back({forked[k].seq, forked_logits_.data() + k * n_vocab});
   }
   // Choosing (a pass over the vocabulary per row, more with logprobs) runs over the pool; the
   // tokens are then appended and reported in order.
-  chosen_.resize(rows_.size());
-  pool_.parallel_for(static_cast<int64_t>(rows_.size()), 1, [&](int64_t b, int64_t e) {
+  chosen_.resize(rows.size());
+  pool_.parallel_for(static_cast<int64_t>(rows.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      chosen_[i] = choose_token(*rows_[i], row_logits[i], static_cast<int>(n_vocab));
+      chosen_[i] = choose_token(*rows[i].seq, rows[i].logits, static_cast<int>(n_vocab));
     }
   });
-  for (size_t i = 0; i < rows_.size(); ++i) process_output(*rows_[i], std::move(chosen_[i]));
+  for (size_t i = 0; i < rows.size(); ++i) process_output(*rows[i].seq, std::move(chosen_[i]));
 }
 
 void EngineCore::observe_latency(Sequence& seq) {

@@ -118,8 +118,7 @@ class EngineCore {
   std::shared_ptr<const CacheSnapshot> snapshot_;  // guarded by snapshot_mu_
   std::vector<float> logits_;                      // [n_outputs][n_vocab]
   std::vector<float> forked_logits_;  // [n_forked][n_vocab] copies of their leaders' rows
-  std::vector<Sequence*> rows_;       // [n_sampling] the sequences choosing a token this step
-  std::vector<ChosenToken> chosen_;   // [n_sampling] their tokens
+  std::vector<ChosenToken> chosen_;   // [n_sampling] this step's tokens (rows that sample)
   SeqId next_seq_ = 0;
 };
 
