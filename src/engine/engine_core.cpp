@@ -225,13 +225,11 @@ void EngineCore::finish_all(const std::string& reason) {
   publish();
 }
 
-void EngineCore::update_stats() {
-  const KvOccupancy o = kv_->occupancy();
+void EngineCore::update_stats(const KvOccupancy& o, const KvCacheStats& ks) {
   stats_.kv_blocks_total = o.total;
   stats_.kv_blocks_used = o.used;
   stats_.kv_blocks_free = o.free;
   stats_.kv_blocks_cached = o.cached;
-  const KvCacheStats ks = kv_->stats();
   stats_.prefix_cache_queries_total = ks.n_query_tokens;
   stats_.prefix_cache_hits_total = ks.n_hit_tokens;
   stats_.seqs_running = scheduler_.n_running_requests();
@@ -256,12 +254,10 @@ std::shared_ptr<const CacheSnapshot> EngineCore::snapshot() const {
   return snapshot_;
 }
 
-CacheSnapshot EngineCore::make_snapshot() const {
+CacheSnapshot EngineCore::make_snapshot(const KvOccupancy& o, const KvCacheStats& ks) const {
   CacheSnapshot snap;
   snap.step = stats_.steps_total.load();
   snap.taken = Clock::now();
-  const KvOccupancy o = kv_->occupancy();
-  const KvCacheStats ks = kv_->stats();
   snap.tiers.push_back({KvTier::kPool, o.total, o.used, o.cached, o.free,
                         kv_->layout().bytes_per_block(), ks.n_query_tokens, ks.n_hit_tokens});
   const int n_running = scheduler_.n_running_requests();  // all() lists no padding rows
@@ -275,14 +271,16 @@ CacheSnapshot EngineCore::make_snapshot() const {
 }
 
 void EngineCore::publish() {
-  update_stats();
+  const KvOccupancy o = kv_->occupancy();
+  const KvCacheStats ks = kv_->stats();
+  update_stats(o, ks);
   if (!listeners_.empty()) {
     const std::vector<KvEvent> events = kv_->take_events();
     if (!events.empty()) {
       for (const auto& f : listeners_) f(events);
     }
   }
-  auto snap = std::make_shared<const CacheSnapshot>(make_snapshot());
+  auto snap = std::make_shared<const CacheSnapshot>(make_snapshot(o, ks));
   std::lock_guard<std::mutex> lock(snapshot_mu_);
   snapshot_ = std::move(snap);
 }

@@ -97,10 +97,11 @@ class EngineCore {
   // static batching its row goes on computing until its batch ends (Scheduler::retire).
   void finish(Sequence* seq, const std::string& reason, const std::string& error = {},
               bool completed = false);
-  void update_stats();
-  // Drains the step's KV events to the listeners and publishes a new snapshot.
+  // Refreshes the stats' gauges, drains the step's KV events to the listeners and publishes a
+  // new snapshot, all from one reading of the cache's occupancy and counters.
   void publish();
-  CacheSnapshot make_snapshot() const;
+  void update_stats(const KvOccupancy& o, const KvCacheStats& ks);
+  CacheSnapshot make_snapshot(const KvOccupancy& o, const KvCacheStats& ks) const;
 
   const Model& model_;
   const EngineCoreOptions opts_;
